@@ -1,0 +1,223 @@
+"""The decoding loop: prefill, then draft -> one target forward -> verify -> commit, per step.
+
+The loop owns the order of calls and the accounting; drafters, verifiers and backends own the
+rest. With no drafter it is plain autoregressive decoding through the very same forward path,
+which is the reference every speculative run is compared against.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any, Iterator, Sequence
+
+import torch
+
+from outpace.backends.base import Backend
+from outpace.drafters.base import DraftContext, Drafter
+from outpace.errors import OutpaceError
+from outpace.sampling import SamplingConfig, make_rng
+from outpace.stopping import TextStream
+from outpace.tree import depths, with_root
+from outpace.types import Draft, GenerationStats, StepStats, VerifyResult
+from outpace.verify import verify
+
+Messages = list[dict[str, str]]
+
+
+@dataclass(frozen=True)
+class GenerationConfig:
+    """Per-call settings. draft_length is the verification budget per step (chain length, or
+    tree nodes for tree drafters)."""
+
+    max_new_tokens: int = 128
+    sampling: SamplingConfig = SamplingConfig()
+    stop: tuple[str, ...] = ()
+    draft_length: int = 4
+    ignore_eos: bool = False
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.max_new_tokens, int) or self.max_new_tokens <= 0:
+            raise OutpaceError(f"max_new_tokens must be a positive integer, got {self.max_new_tokens!r}")
+        if not isinstance(self.draft_length, int) or self.draft_length < 0:
+            raise OutpaceError(f"draft_length must be an integer >= 0, got {self.draft_length!r}")
+        if isinstance(self.stop, str) or not all(isinstance(s, str) for s in self.stop):
+            raise OutpaceError("stop must be a sequence of strings")
+
+
+@dataclass
+class Chunk:
+    """One streamed piece: the tokens committed by a step and the text that became final.
+    The last chunk has `finish_reason` ('eos', 'stop' or 'length') and `stats`."""
+
+    tokens: list[int]
+    text: str
+    finish_reason: str | None = None
+    stats: GenerationStats | None = None
+
+
+@dataclass
+class Result:
+    text: str
+    tokens: list[int]
+    finish_reason: str
+    stats: GenerationStats = field(default_factory=GenerationStats)
+
+
+class Decoder:
+    """Generates with `target`, speculatively when a drafter is given."""
+
+    def __init__(
+        self,
+        target: Backend,
+        tokenizer: Any,
+        drafter: Drafter | None = None,
+        eos_ids: Sequence[int] | None = None,
+    ) -> None:
+        if drafter is not None and drafter.makes_trees and not target.capabilities.trees:
+            raise OutpaceError(f"drafter {drafter.name} drafts trees; backend {target.name} cannot verify them")
+        if drafter is not None and not target.capabilities.rollback:
+            raise OutpaceError(f"speculative decoding needs cache rollback; {target.name} has none")
+        self.target = target
+        self.tokenizer = tokenizer
+        self.drafter = drafter
+        if eos_ids is None:
+            eos = getattr(tokenizer, "eos_token_id", None)
+            eos_ids = [] if eos is None else [eos]
+        self.eos_ids = frozenset(eos_ids)
+
+    # ------------------------------------------------------------------ text in, text out
+
+    def encode(self, prompt: str | Messages, chat: bool | None = None) -> list[int]:
+        """Token ids of a prompt: a list of chat messages or a string (with the chat template
+        when `chat` is True, or None and the tokenizer has one)."""
+        if isinstance(prompt, str):
+            if not prompt.strip():
+                raise OutpaceError("the prompt is empty")
+            has_template = getattr(self.tokenizer, "chat_template", None) is not None
+            if chat or (chat is None and has_template):
+                prompt = [{"role": "user", "content": prompt}]
+            else:
+                return list(self.tokenizer.encode(prompt, add_special_tokens=True))
+        if not prompt or not any(str(m.get("content", "")).strip() for m in prompt):
+            raise OutpaceError("the chat has no message with content")
+        if getattr(self.tokenizer, "chat_template", None) is None:
+            raise OutpaceError(f"{self.target.name}'s tokenizer has no chat template; pass plain text")
+        ids = self.tokenizer.apply_chat_template(prompt, add_generation_prompt=True, tokenize=True)
+        return list(ids["input_ids"] if isinstance(ids, dict) or hasattr(ids, "keys") else ids)
+
+    def stream(self, prompt: str | Messages | Sequence[int], cfg: GenerationConfig) -> Iterator[Chunk]:
+        """Stream text chunks; the last one carries finish_reason and stats."""
+        ids = list(prompt) if _is_ids(prompt) else self.encode(prompt)  # type: ignore[arg-type]
+        text = TextStream(self.tokenizer, cfg.stop)
+        stats = GenerationStats()
+        reason = "length"
+        for tokens, why in self.stream_ids(ids, cfg, stats):
+            delta = text.push(tokens)
+            if text.stopped:
+                reason = "stop"
+                yield Chunk(tokens, delta)
+                break
+            reason = why or reason
+            yield Chunk(tokens, delta)
+        yield Chunk([], text.flush(), reason, stats)
+
+    def generate(self, prompt: str | Messages | Sequence[int], cfg: GenerationConfig) -> Result:
+        tokens: list[int] = []
+        parts: list[str] = []
+        for chunk in self.stream(prompt, cfg):
+            tokens += chunk.tokens
+            parts.append(chunk.text)
+            if chunk.stats is not None:
+                return Result("".join(parts), tokens, chunk.finish_reason or "length", chunk.stats)
+        raise AssertionError("stream ended without a final chunk")
+
+    # ------------------------------------------------------------------ the token loop
+
+    def stream_ids(
+        self, prompt: Sequence[int], cfg: GenerationConfig, stats: GenerationStats | None = None
+    ) -> Iterator[tuple[list[int], str | None]]:
+        """Yield (tokens committed this step, finish reason or None). Fills `stats`."""
+        stats = stats if stats is not None else GenerationStats()
+        self._check_room(prompt, cfg)
+        target, drafter = self.target, self.drafter
+        rng = make_rng(cfg.sampling.seed)
+        tokens = list(prompt)
+        t0 = time.perf_counter()
+        cache = target.new_cache()
+        if len(tokens) > 1:
+            target.forward(cache, torch.tensor(tokens[:-1]))
+        if drafter is not None:
+            drafter.start(tokens)
+        stats.prompt_tokens = len(tokens)
+        stats.prefill_s = time.perf_counter() - t0
+        produced = 0
+        while produced < cfg.max_new_tokens:
+            step = StepStats()
+            t = time.perf_counter()
+            draft = Draft.empty()
+            if drafter is not None:
+                budget = min(cfg.draft_length, cfg.max_new_tokens - produced - 1,
+                             target.max_context - len(tokens))
+                if budget > 0:
+                    draft = drafter.propose(DraftContext(tokens, budget, cfg.sampling, rng))
+            t_draft = time.perf_counter()
+            emitted, accepted, logits = self._verify_step(cache, tokens[-1], draft, cfg.sampling, rng)
+            t_verify = time.perf_counter()
+            if drafter is not None and len(draft):
+                drafter.observe(draft, accepted, logits)
+            emitted, reason = self._finish(emitted, produced, cfg)
+            tokens += emitted
+            produced += len(emitted)
+            step.proposed, step.depth = len(draft), _depth(draft)
+            step.accepted = len(accepted.accepted)
+            step.draft_s, step.verify_s = t_draft - t, t_verify - t_draft
+            step.other_s = time.perf_counter() - t_verify
+            stats.add_step(step)
+            stats.new_tokens = produced
+            yield emitted, reason
+            if reason is not None:
+                return
+
+    def _verify_step(
+        self, cache: Any, root: int, draft: Draft, sampling: SamplingConfig, rng: torch.Generator
+    ) -> tuple[list[int], VerifyResult, torch.Tensor]:
+        """One target forward over [root] + draft, verification, and cache compaction."""
+        start = self.target.cache_len(cache)
+        inputs = torch.cat([torch.tensor([root]), draft.tokens])
+        parents = None if draft.is_chain else with_root(draft.parents)
+        logits = self.target.forward(cache, inputs, parents).logits  # [len(draft) + 1, vocab]
+        result = verify(draft, logits, sampling, rng)
+        self.target.keep(cache, start, [0] + [i + 1 for i in result.accepted])
+        return result.emitted(draft), result, logits
+
+    def _finish(self, emitted: list[int], produced: int, cfg: GenerationConfig) -> tuple[list[int], str | None]:
+        """Cut a step's tokens at eos or the token limit; say why generation ends, if it does."""
+        if not cfg.ignore_eos:
+            for i, t in enumerate(emitted):
+                if t in self.eos_ids:
+                    return emitted[:i], "eos"
+        emitted = emitted[: cfg.max_new_tokens - produced]
+        return emitted, "length" if produced + len(emitted) >= cfg.max_new_tokens else None
+
+    def _check_room(self, prompt: Sequence[int], cfg: GenerationConfig) -> None:
+        if not prompt:
+            raise OutpaceError("the prompt is empty")
+        limit = self.target.max_context
+        if len(prompt) + cfg.max_new_tokens > limit:
+            raise OutpaceError(
+                f"prompt of {len(prompt)} tokens + max_new_tokens {cfg.max_new_tokens} exceeds "
+                f"{self.target.name}'s context window of {limit} tokens"
+            )
+        if any(t < 0 or t >= self.target.vocab_size for t in prompt):
+            raise OutpaceError(f"prompt holds token ids outside the vocabulary of {self.target.vocab_size}")
+
+
+def _depth(draft: Draft) -> int:
+    if draft.is_chain:
+        return len(draft)
+    return int(depths(draft.parents).max())
+
+
+def _is_ids(prompt: object) -> bool:
+    return isinstance(prompt, (list, tuple)) and (not prompt or isinstance(prompt[0], int))

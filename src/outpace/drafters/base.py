@@ -1,0 +1,49 @@
+"""The drafter seam. Drafters never see the verifier; they see committed tokens and settings."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol, Sequence, runtime_checkable
+
+import torch
+
+from outpace.sampling import SamplingConfig
+from outpace.types import Draft, VerifyResult
+
+
+@dataclass(frozen=True)
+class DraftContext:
+    """What a drafter may use to propose the next draft.
+
+    tokens:   every committed token, prompt included; tokens[-1] is the root of the draft.
+    budget:   the most draft tokens the loop will verify this step (chain length, or tree nodes).
+    sampling: the settings the target is sampled with; a drafter that samples applies the same
+              ones to its q (see `outpace.sampling.probs`).
+    rng:      the generation's generator; drafters draw from it so seeded runs repeat exactly.
+    """
+
+    tokens: Sequence[int]
+    budget: int
+    sampling: SamplingConfig
+    rng: torch.Generator
+
+
+@runtime_checkable
+class Drafter(Protocol):
+    """Proposes chains or trees of tokens; learns from what the target accepted."""
+
+    name: str
+    #: True when propose() may return trees (the target backend must then support trees).
+    makes_trees: bool
+
+    def start(self, prompt: Sequence[int]) -> None:
+        """Begin a new sequence (prefill any state from the prompt)."""
+        ...
+
+    def propose(self, ctx: DraftContext) -> Draft:
+        """A chain or a tree of at most ctx.budget tokens continuing ctx.tokens (may be empty)."""
+        ...
+
+    def observe(self, draft: Draft, result: VerifyResult, target_logits: torch.Tensor) -> None:
+        """Called after each verification; target_logits: [len(draft) + 1, vocab]."""
+        ...

@@ -1,0 +1,63 @@
+"""Incremental detokenization with stop strings: what text is safe to stream so far."""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+
+class TextStream:
+    """Turns a growing list of token ids into text deltas.
+
+    Holds back text that may still change: a trailing incomplete UTF-8 sequence, and a suffix
+    that could be the start of a stop string. After `push`, `stopped` says whether a stop
+    string appeared; the text is then cut just before it.
+    """
+
+    def __init__(self, tokenizer: Any, stop: Sequence[str] = ()) -> None:
+        self.tokenizer = tokenizer
+        self.stop = [s for s in stop if s]
+        self.tokens: list[int] = []
+        self.text = ""  # final text so far (after a stop: the whole answer)
+        self._sent = 0
+        self.stopped = False
+
+    def push(self, tokens: Sequence[int]) -> str:
+        """Add tokens and return the new text that is safe to emit."""
+        self.tokens.extend(tokens)
+        text = self.tokenizer.decode(self.tokens, skip_special_tokens=True)
+        cut = self._first_stop(text)
+        if cut is not None:
+            self.stopped = True
+            self.text = text[:cut]
+            return self._emit(len(self.text))
+        self.text = text
+        safe = len(text)
+        if text.endswith("\ufffd"):
+            safe = len(text.rstrip("\ufffd"))
+        safe = min(safe, len(text) - self._stop_prefix_len(text))
+        return self._emit(safe)
+
+    def flush(self) -> str:
+        """Everything not yet emitted (call at the end of generation)."""
+        return self._emit(len(self.text))
+
+    def _emit(self, upto: int) -> str:
+        upto = max(upto, self._sent)
+        out, self._sent = self.text[self._sent : upto], upto
+        return out
+
+    def _first_stop(self, text: str) -> int | None:
+        # Only the tail can hold a new stop string; search from just before the sent text.
+        start = max(0, self._sent - max((len(s) for s in self.stop), default=0))
+        hits = [i for i in (text.find(s, start) for s in self.stop) if i >= 0]
+        return min(hits) if hits else None
+
+    def _stop_prefix_len(self, text: str) -> int:
+        """Length of the longest suffix of text that is a proper prefix of a stop string."""
+        best = 0
+        for s in self.stop:
+            for k in range(min(len(s) - 1, len(text)), best, -1):
+                if text.endswith(s[:k]):
+                    best = k
+                    break
+        return best

@@ -1,0 +1,70 @@
+"""Fixtures: tiny random transformers models built in the test (fp32, fast), a word-level
+tokenizer for them, and helpers to run speculative decoding against autoregressive decoding."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import pytest
+import torch
+
+from outpace.backends.torch import TorchBackend
+
+VOCAB = 48
+
+
+def tiny_model(seed: int = 0, vocab: int = VOCAB, arch: str = "llama", dtype=torch.float32, scale: float = 0.3):
+    """A 2-layer random causal LM. `scale` is the init std: large enough for peaked logits, so
+    argmaxes are not near-ties and greedy comparisons test the logic, not rounding."""
+    from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
+
+    cls_cfg, cls = (LlamaConfig, LlamaForCausalLM) if arch == "llama" else (Qwen2Config, Qwen2ForCausalLM)
+    cfg = cls_cfg(
+        vocab_size=vocab,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=256,
+        initializer_range=scale,
+        tie_word_embeddings=False,
+        bos_token_id=None,
+        eos_token_id=None,
+        pad_token_id=None,
+    )
+    torch.manual_seed(seed)
+    model = cls(cfg).to(dtype)
+    return TorchBackend(model, name=f"tiny-{arch}-{seed}")
+
+
+def word_tokenizer(vocab: int = VOCAB, eos: int | None = None):
+    """A word-level tokenizer: token i is the word 'w{i}'."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, decoders
+    from transformers import PreTrainedTokenizerFast
+
+    words = {f"w{i}": i for i in range(vocab)}
+    tok = Tokenizer(models.WordLevel(words, unk_token="w0"))
+    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    tok.decoder = decoders.WordPiece(prefix="##", cleanup=False)
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok)
+    if eos is not None:
+        fast.eos_token = f"w{eos}"
+    return fast
+
+
+@pytest.fixture(scope="session")
+def target() -> TorchBackend:
+    return tiny_model(seed=0)
+
+
+@pytest.fixture(scope="session")
+def draft_backend() -> TorchBackend:
+    return tiny_model(seed=1)
+
+
+@pytest.fixture(scope="session")
+def tokenizer():
+    return word_tokenizer()
