@@ -14,6 +14,9 @@ from outpace.backends.torch import TorchBackend
 
 VOCAB = 48
 
+# Tiny tensors: one thread avoids thread-pool overhead (integration tests set their own).
+torch.set_num_threads(1)
+
 
 def tiny_model(seed: int = 0, vocab: int = VOCAB, arch: str = "llama", dtype=torch.float32, scale: float = 0.3):
     """A 2-layer random causal LM. `scale` is the init std: large enough for peaked logits, so

@@ -121,6 +121,7 @@ class LoadedModel:
     backend: TorchBackend
     tokenizer: Any  # a transformers PreTrainedTokenizerBase
     name: str
+    eos_ids: tuple[int, ...]  # ids that end a generation (tokenizer's and generation config's)
 
 
 def set_threads(threads: int | None) -> None:
@@ -145,7 +146,15 @@ def load(spec: str, dtype: str = "bfloat16", *, cache: Path | None = None) -> Lo
         model, tok = _from_pretrained(str(model_dir), dtype)
     else:
         model, tok = _from_pretrained(source.path_or_id, dtype)
-    return LoadedModel(TorchBackend(model, source.name), tok, source.name)
+    return LoadedModel(TorchBackend(model, source.name), tok, source.name, _eos_ids(model, tok))
+
+
+def _eos_ids(model: Any, tok: Any) -> tuple[int, ...]:
+    ids = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    ids = [ids] if isinstance(ids, int) else list(ids or [])
+    if tok.eos_token_id is not None:
+        ids.append(tok.eos_token_id)
+    return tuple(sorted(set(ids)))
 
 
 def _from_pretrained(where: str, dtype: str, **kw: Any) -> tuple[Any, Any]:

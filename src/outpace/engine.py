@@ -1,0 +1,78 @@
+"""Building a decoder from user-facing names: `--target`, `--drafter`, `--dtype`.
+
+Drafter specs: `none`, `prompt-lookup[:key=value,...]`, `draft-model:MODEL`. This is the one
+place that maps those strings to objects, so the CLI, the benchmark and the server agree.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any, Callable
+
+from outpace.backends.torch import LoadedModel, load
+from outpace.decoder import Decoder
+from outpace.drafters.base import Drafter
+from outpace.drafters.draft_model import DraftModelDrafter, check_same_tokenizer
+from outpace.drafters.prompt_lookup import PromptLookupConfig, PromptLookupDrafter
+from outpace.errors import OutpaceError
+
+
+@dataclass(frozen=True)
+class EngineSpec:
+    target: str
+    drafter: str = "none"
+    dtype: str = "bfloat16"
+
+
+@dataclass(frozen=True)
+class Engine:
+    decoder: Decoder
+    target: LoadedModel
+    drafter_name: str
+
+
+@lru_cache(maxsize=4)
+def load_cached(spec: str, dtype: str) -> LoadedModel:
+    """Load a model once per process (the benchmark and the server reuse it)."""
+    return load(spec, dtype)
+
+
+def build(spec: EngineSpec, loader: Callable[[str, str], LoadedModel] = load_cached) -> Engine:
+    target = loader(spec.target, spec.dtype)
+    drafter = make_drafter(spec.drafter, target, spec.dtype, loader)
+    decoder = Decoder(target.backend, target.tokenizer, drafter, eos_ids=target.eos_ids)
+    return Engine(decoder, target, spec.drafter)
+
+
+def make_drafter(
+    spec: str, target: LoadedModel, dtype: str, loader: Callable[[str, str], LoadedModel] = load_cached
+) -> Drafter | None:
+    kind, _, arg = spec.partition(":")
+    if kind in ("none", "ar", ""):
+        return None
+    if kind == "prompt-lookup":
+        return PromptLookupDrafter(PromptLookupConfig(**_options(arg, PROMPT_LOOKUP_OPTIONS)))
+    if kind == "draft-model":
+        if not arg:
+            raise OutpaceError("draft-model needs a model: --drafter draft-model:qwen2.5-coder-0.5b")
+        draft = loader(arg, dtype)
+        check_same_tokenizer(target.tokenizer, draft.tokenizer, target.name, draft.name)
+        return DraftModelDrafter(draft.backend)
+    raise OutpaceError(f"unknown drafter {spec!r}; known: none, prompt-lookup[:max_ngram=3,branches=1], draft-model:MODEL")
+
+
+PROMPT_LOOKUP_OPTIONS = {"max_ngram": int, "min_ngram": int, "branches": int}
+
+
+def _options(arg: str, known: dict[str, Callable[[str], Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for item in filter(None, arg.split(",")):
+        key, eq, value = item.partition("=")
+        if not eq or key not in known:
+            raise OutpaceError(f"bad drafter option {item!r}; expected key=value with key in {sorted(known)}")
+        try:
+            out[key] = known[key](value)
+        except ValueError:
+            raise OutpaceError(f"drafter option {key} needs a {known[key].__name__}, got {value!r}") from None
+    return out
