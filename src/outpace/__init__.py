@@ -1,8 +1,32 @@
-"""outpace: lossless speculative decoding for LLMs on your own hardware."""
+"""outpace: lossless speculative decoding for LLMs on your own hardware.
+
+The package root stays light (no torch import) so that `outpace models ...` starts fast; the
+public names below load on first use.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
 
 from outpace.errors import OutpaceError
-from outpace.sampling import SamplingConfig
-from outpace.types import Draft, VerifyResult
 
-__all__ = ["Draft", "OutpaceError", "SamplingConfig", "VerifyResult"]
 __version__ = "0.1.0"
+
+_LAZY = {
+    "Decoder": "outpace.decoder",
+    "GenerationConfig": "outpace.decoder",
+    "SamplingConfig": "outpace.sampling",
+    "Draft": "outpace.types",
+    "VerifyResult": "outpace.types",
+    "EngineSpec": "outpace.engine",
+    "build": "outpace.engine",
+}
+
+__all__ = ["OutpaceError", *_LAZY]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'outpace' has no attribute {name!r}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
 import sys
@@ -43,7 +44,14 @@ def _parser() -> argparse.ArgumentParser:
     msub.add_parser("list", help="show packaged models and whether they are present").set_defaults(
         run=_run_models_list
     )
+    for module in PLUGGED:
+        importlib.import_module(module).register(sub)
     return p
+
+
+# Commands that live in their own packages; each module has register(subparsers) and keeps
+# its heavy imports inside the function it runs.
+PLUGGED = ["outpace.bench.cli", "outpace.serve.cli"]
 
 
 def add_engine_args(p: argparse.ArgumentParser) -> None:

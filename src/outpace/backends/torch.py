@@ -173,9 +173,18 @@ def _converted(gguf: Path, dtype: str, cache: Path) -> Path:
     if done.exists():
         return out
     log.warning("converting %s to %s safetensors (once; cached in %s)", gguf.name, dtype, out)
+    from safetensors.torch import save_model
+
     model, tok = _from_pretrained(str(gguf.parent), dtype, gguf_file=gguf.name)
     out.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(out)
+    # save_pretrained refuses GGUF-loaded models; the weights are plain tensors by now, so
+    # write them and a config without the GGUF quantization marker.
+    config = model.config
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    config.save_pretrained(out)
+    model.generation_config.save_pretrained(out)
+    save_model(model, str(out / "model.safetensors"))
     tok.save_pretrained(out)
     done.write_text(str(gguf))
     return out
