@@ -8,7 +8,7 @@ from typing import Any, Sequence
 class TextStream:
     """Turns a growing list of token ids into text deltas.
 
-    Holds back text that may still change: a trailing incomplete UTF-8 sequence, and a suffix
+    With no tokenizer (token-level use) the text stays empty. Holds back text that may change: a trailing incomplete UTF-8 sequence, and a suffix
     that could be the start of a stop string. After `push`, `stopped` says whether a stop
     string appeared; the text is then cut just before it.
     """
@@ -24,6 +24,8 @@ class TextStream:
     def push(self, tokens: Sequence[int]) -> str:
         """Add tokens and return the new text that is safe to emit."""
         self.tokens.extend(tokens)
+        if self.tokenizer is None:
+            return ""
         text = self.tokenizer.decode(self.tokens, skip_special_tokens=True)
         cut = self._first_stop(text)
         if cut is not None:
