@@ -39,33 +39,52 @@ def load_cached(spec: str, dtype: str) -> LoadedModel:
 
 
 def build(spec: EngineSpec, loader: Callable[[str, str], LoadedModel] = load_cached) -> Engine:
+    """Load the target (and the drafter's models) and assemble a Decoder."""
     target = loader(spec.target, spec.dtype)
     drafter = make_drafter(spec.drafter, target, spec.dtype, loader)
     decoder = Decoder(target.backend, target.tokenizer, drafter, eos_ids=target.eos_ids)
     return Engine(decoder, target, spec.drafter)
 
 
-def make_drafter(
-    spec: str, target: LoadedModel, dtype: str, loader: Callable[[str, str], LoadedModel] = load_cached
-) -> Drafter | None:
+Loader = Callable[[str, str], LoadedModel]
+DrafterFactory = Callable[[str, LoadedModel, str, Loader], Drafter]
+
+
+def _prompt_lookup(arg: str, target: LoadedModel, dtype: str, loader: Loader) -> Drafter:
+    return PromptLookupDrafter(PromptLookupConfig(**parse_options(arg, PROMPT_LOOKUP_OPTIONS)))
+
+
+def _draft_model(arg: str, target: LoadedModel, dtype: str, loader: Loader) -> Drafter:
+    if not arg:
+        raise OutpaceError("draft-model needs a model: --drafter draft-model:qwen2.5-coder-0.5b")
+    draft = loader(arg, dtype)
+    check_same_tokenizer(target.tokenizer, draft.tokenizer, target.name, draft.name)
+    return DraftModelDrafter(draft.backend)
+
+
+#: Drafter name -> factory(argument after ':', target, dtype, loader). New drafters add a row.
+DRAFTERS: dict[str, tuple[DrafterFactory, str]] = {
+    "prompt-lookup": (_prompt_lookup, "prompt-lookup[:max_ngram=3,min_ngram=1,branches=1]"),
+    "draft-model": (_draft_model, "draft-model:MODEL"),
+}
+
+
+def make_drafter(spec: str, target: LoadedModel, dtype: str, loader: Loader = load_cached) -> Drafter | None:
+    """The drafter a spec names (`none` gives None: autoregressive decoding)."""
     kind, _, arg = spec.partition(":")
     if kind in ("none", "ar", ""):
         return None
-    if kind == "prompt-lookup":
-        return PromptLookupDrafter(PromptLookupConfig(**_options(arg, PROMPT_LOOKUP_OPTIONS)))
-    if kind == "draft-model":
-        if not arg:
-            raise OutpaceError("draft-model needs a model: --drafter draft-model:qwen2.5-coder-0.5b")
-        draft = loader(arg, dtype)
-        check_same_tokenizer(target.tokenizer, draft.tokenizer, target.name, draft.name)
-        return DraftModelDrafter(draft.backend)
-    raise OutpaceError(f"unknown drafter {spec!r}; known: none, prompt-lookup[:max_ngram=3,branches=1], draft-model:MODEL")
+    if kind not in DRAFTERS:
+        usage = ", ".join(["none", *(u for _, u in DRAFTERS.values())])
+        raise OutpaceError(f"unknown drafter {spec!r}; known: {usage}")
+    return DRAFTERS[kind][0](arg, target, dtype, loader)
 
 
 PROMPT_LOOKUP_OPTIONS = {"max_ngram": int, "min_ngram": int, "branches": int}
 
 
-def _options(arg: str, known: dict[str, Callable[[str], Any]]) -> dict[str, Any]:
+def parse_options(arg: str, known: dict[str, Callable[[str], Any]]) -> dict[str, Any]:
+    """`key=value,key=value` -> dict, each value converted by known[key]."""
     out: dict[str, Any] = {}
     for item in filter(None, arg.split(",")):
         key, eq, value = item.partition("=")

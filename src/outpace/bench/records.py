@@ -64,8 +64,8 @@ class TurnRecord:
     other_s: float | None = None
 
     def __post_init__(self) -> None:
-        if self.turn < 0 or self.repeat < 0 or self.new_tokens < 0 or self.wall_s < 0:
-            raise OutpaceError(f"invalid record {self.key}: negative turn, repeat, token count or time")
+        if self.turn < 1 or self.repeat < 0 or self.new_tokens < 0 or self.wall_s < 0:
+            raise OutpaceError(f"invalid record {self.key}: turn < 1, or negative repeat, token count or time")
         if self.new_tokens != len(self.tokens):
             raise OutpaceError(f"invalid record {self.key}: new_tokens {self.new_tokens} != {len(self.tokens)} ids")
 

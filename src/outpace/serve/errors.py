@@ -104,16 +104,31 @@ def from_validation_errors(errors: Sequence[Any]) -> APIError:
         return bad_request("invalid request body", code="invalid_request")
     err = dict(errors[0])
     kind = str(err.get("type", ""))
-    param = param_from_loc(err.get("loc", ()))
+    param = None if kind == "json_invalid" else param_from_loc(err.get("loc", ()))
     if kind == "json_invalid":
-        return bad_request(f"We could not parse the JSON body of your request: {err.get('msg')}", None, "invalid_json")
-    message = str(err.get("msg", "invalid value")).removeprefix("Value error, ")
-    if kind in ("model_attributes_type", "dict_type", "model_type") and param is None:
-        message = "The request body must be a JSON object."
-    elif param is not None:
-        message = f"Invalid value for '{param}': {message}"
+        return bad_request(f"We could not parse the JSON body of your request: {_json_problem(err)}", None, "invalid_json")
+    message = _validation_message(kind, param, str(err.get("msg", "invalid value")))
     code = _CODES.get(kind, "invalid_type" if kind.endswith("_type") else "invalid_value")
     return bad_request(message, param, code)
+
+
+def _validation_message(kind: str, param: str | None, msg: str) -> str:
+    msg = msg.removeprefix("Value error, ")
+    if param is None and kind == "missing":
+        return "The request body is empty; send a JSON object."
+    if param is None and kind in ("model_attributes_type", "dict_type", "model_type"):
+        return "The request body must be a JSON object, sent with Content-Type: application/json."
+    if param is None:
+        return msg
+    if kind == "missing":
+        return f"Missing required parameter: '{param}'."
+    return f"Invalid value for '{param}': {msg}"
+
+
+def _json_problem(err: dict[str, Any]) -> str:
+    loc = err.get("loc", ())
+    where = f" at character {loc[-1]}" if loc and isinstance(loc[-1], int) else ""
+    return f"{(err.get('ctx') or {}).get('error', err.get('msg'))}{where}"
 
 
 def param_from_loc(loc: Iterable[Any]) -> str | None:

@@ -15,7 +15,8 @@ from __future__ import annotations
 
 from typing import Any, Callable, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_serializer
+from pydantic_core import PydanticCustomError
 
 MAX_STOP_SEQUENCES = 4
 MAX_DRAFT_LENGTH = 64
@@ -97,7 +98,7 @@ class ChatMessage(BaseModel):
                 if kind != "text":
                     raise ValueError(f"only text content parts are supported, got type {kind!r}")
         elif not isinstance(v, str):
-            raise ValueError("content must be a string or a list of text parts")
+            raise PydanticCustomError("content_type", "content must be a string or a list of text parts")
         return v
 
     def text(self) -> str:
@@ -141,6 +142,8 @@ class _GenerationRequest(BaseModel):
     def _stop_list(cls, v: Any) -> Any:
         if isinstance(v, str):
             return [v]
+        if v is not None and not isinstance(v, list):
+            raise PydanticCustomError("stop_type", "stop must be a string or a list of strings")
         if isinstance(v, list) and len(v) > MAX_STOP_SEQUENCES:
             raise ValueError(f"at most {MAX_STOP_SEQUENCES} stop sequences are supported, got {len(v)}")
         return v
@@ -263,8 +266,14 @@ class ChatCompletion(BaseModel):
 
 
 class ChatDelta(BaseModel):
+    """A streamed piece of the assistant message; unset fields are left out, as OpenAI does."""
+
     role: Literal["assistant"] | None = None
     content: str | None = None
+
+    @model_serializer
+    def _set_fields_only(self) -> dict[str, str]:
+        return {k: v for k, v in (("role", self.role), ("content", self.content)) if v is not None}
 
 
 class ChatChunkChoice(BaseModel):

@@ -1,0 +1,77 @@
+"""``outpace bench profile``: measure this machine's step costs as a cost profile.
+
+After a prefill of `context` tokens, one target forward over k tokens is timed for each k
+(the cache rolled back after each), ``repeats`` times after one warm-up; the median is kept.
+The draft cost is the median time of one single-token forward of the draft model after the
+same context. The result is the JSON format of `outpace.bench.costs`, with the settings under
+``"measured"``.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from typing import Any, Callable, Sequence
+
+from outpace.errors import OutpaceError
+
+DEFAULT_KS = (1, 2, 4, 8, 16)
+
+
+def _context_ids(n: int, vocab: int) -> list[int]:
+    """A fixed, tokenizer-independent context (the timing does not depend on the ids)."""
+    return [(i * 7919 + 11) % vocab for i in range(n)]
+
+
+def time_forwards(backend: Any, context: int, ks: Sequence[int], repeats: int) -> dict[int, float]:
+    """Median ms of a forward over k tokens after `context` cached tokens, for each k."""
+    import torch
+
+    ids = _context_ids(context + max(ks), min(backend.vocab_size, 32000))
+    cache = backend.new_cache()
+    backend.forward(cache, torch.tensor(ids[:context]))
+    out: dict[int, float] = {}
+    for k in ks:
+        chunk = torch.tensor(ids[context: context + k])
+        times = []
+        for i in range(repeats + 1):
+            t0 = time.perf_counter()
+            backend.forward(cache, chunk)
+            elapsed = time.perf_counter() - t0
+            backend.rollback(cache, context)
+            if i:  # the first run is a warm-up
+                times.append(elapsed * 1000)
+        out[k] = statistics.median(times)
+    return out
+
+
+def measure(target: str, dtype: str, draft: str | None, ks: Sequence[int] = DEFAULT_KS, context: int = 200,
+            repeats: int = 5, say: Callable[[str], None] = lambda _: None) -> dict[str, Any]:
+    """A cost profile of `target` (and `draft`, None = no draft model) on this machine; k = 1
+    is always measured (it is also the autoregressive step)."""
+    if not ks or any(k < 1 for k in ks):
+        raise OutpaceError(f"verify sizes must be integers >= 1, got {list(ks)}")
+    if context < 1 or repeats < 1:
+        raise OutpaceError("--context and --repeats must be >= 1")
+    from outpace.bench.machine import cpu_model
+    from outpace.engine import load_cached
+
+    say(f"loading {target} ({dtype}) ...")
+    model = load_cached(target, dtype)
+    say(f"timing target forwards of k = {', '.join(map(str, ks))} tokens ...")
+    verify = time_forwards(model.backend, context, sorted(set(ks) | {1}), repeats)
+    draft_ms = 0.0
+    if draft:
+        say(f"loading draft {draft} ({dtype}) ...")
+        d = load_cached(draft, dtype)
+        draft_ms = time_forwards(d.backend, context, [1], repeats)[1]
+    import torch
+
+    return {
+        "name": f"measured {model.name} {dtype}",
+        "verify_ms": {str(k): round(v, 3) for k, v in verify.items()},
+        "draft_ms_per_token": round(draft_ms, 3),
+        "ar_ms": round(verify[1], 3),  # an autoregressive step is a forward of one token
+        "measured": {"target": target, "draft": draft, "dtype": dtype, "context_tokens": context,
+                     "repeats": repeats, "torch_threads": torch.get_num_threads(), "cpu": cpu_model()},
+    }

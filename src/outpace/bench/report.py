@@ -1,0 +1,279 @@
+"""``report.md`` and the plots, computed from a run directory's records alone.
+
+`summarize` turns records into rows (pure); `render` turns rows into markdown (pure);
+`write_report` reads the run directory, writes ``report.md`` and the PNGs.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+import statistics
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+from outpace.bench import metrics, plots, records
+from outpace.bench.config import BASELINE, HF_AR, MODEL_FREE_KINDS, RunConfig, is_peer, method_kind, reference_of
+from outpace.bench.costs import CostProfile
+from outpace.bench.metrics import Exactness, Spread, TimeSplit
+from outpace.bench.questions import TASK_TITLES, task_order
+from outpace.bench.records import TurnRecord
+from outpace.errors import OutpaceError
+
+REPORT_FILE = "report.md"
+PLOT_FILES = {"speedup": "speedup.png", "accepted": "accepted_lengths.png", "time": "time_split.png"}
+
+
+@dataclass(frozen=True)
+class MethodRow:
+    """One method's line of the leaderboard."""
+
+    method: str
+    turns: int
+    new_tokens: int
+    task_speedups: dict[str, Spread | None]
+    overall: Spread | None
+    tokens_per_s: Spread | None
+    tau: float | None
+    reference: str | None
+    exact: Exactness | None
+    projected: float | None
+    split: TimeSplit | None
+    wall_s: float
+
+
+def summarize(config: RunConfig, recs: Sequence[TurnRecord], profile: CostProfile | None) -> tuple[list[MethodRow], list[str], str]:
+    """Rows for the methods that have records, the tasks present, and the baseline method."""
+    by_method = metrics.group(recs, lambda r: r.method)
+    ran = [m for m in config.methods if m in by_method]
+    baseline = config.baseline if config.baseline in by_method else (ran[0] if ran else config.baseline)
+    tasks = task_order(r.task for r in recs)
+    base = by_method.get(baseline, [])
+    rows = []
+    for m in ran:
+        mine = by_method[m]
+        per_task = {t: metrics.spread(metrics.speedups([r for r in mine if r.task == t],
+                                                       [r for r in base if r.task == t])) for t in tasks}
+        ref = reference_of(m)
+        exact = metrics.exactness(mine, by_method[ref]) if ref in by_method and config.greedy else None
+        projected = None
+        if profile is not None and not is_peer(m):
+            projected = metrics.projected_speedup(mine, profile, method_kind(m) not in MODEL_FREE_KINDS and m != "ar")
+        rows.append(MethodRow(
+            m, len(mine), sum(r.new_tokens for r in mine), per_task, metrics.spread(metrics.speedups(mine, base)),
+            metrics.spread(list(metrics.speeds_by_repeat(mine).values())), metrics.tau(mine), ref, exact,
+            projected, metrics.time_split(mine), sum(r.wall_s for r in mine),
+        ))
+    return rows, tasks, baseline
+
+
+# ---------------------------------------------------------------------------- formatting
+
+
+def fmt_spread(s: Spread | None, unit: str = "x", digits: int = 2) -> str:
+    if s is None:
+        return "—"
+    if s.n <= 1:
+        return f"{s.median:.{digits}f}{unit}"
+    return f"{s.median:.{digits}f}{unit} ({s.lo:.{digits}f}–{s.hi:.{digits}f})"
+
+
+def fmt_exact(row: MethodRow, config: RunConfig, ran: set[str]) -> str:
+    if not config.greedy:
+        return "n/a (sampling)"
+    if row.method in (BASELINE, HF_AR):
+        return "reference"
+    if row.reference is None:
+        return "n/a (no same-engine reference)"
+    if row.reference not in ran:
+        return f"n/a ({row.reference} not run)"
+    e = row.exact
+    if e is None:
+        return "n/a (no common turns)"
+    text = f"{e.matched}/{e.total} ({100 * e.fraction:.0f}%)"
+    if e.divergences:
+        text += f", first diff at token {statistics.median(e.divergences):.0f} (median)"
+    return text
+
+
+def _table(header: Sequence[str], body: Sequence[Sequence[str]], align: str = "l") -> str:
+    lines = ["| " + " | ".join(header) + " |",
+             "|" + "|".join([":---"] + [("---:" if align == "r" else "---")] * (len(header) - 1)) + "|"]
+    lines += ["| " + " | ".join(row) + " |" for row in body]
+    return "\n".join(lines)
+
+
+def leaderboard(rows: Sequence[MethodRow], tasks: Sequence[str], config: RunConfig, profile: CostProfile | None) -> str:
+    """The Spec-Bench leaderboard layout: speedup per task, overall, mean accepted tokens."""
+    ran = {r.method for r in rows}
+    header = ["Method", *(TASK_TITLES.get(t, t) for t in tasks), "Overall speedup", "Mean accepted tokens",
+              "Tokens/s", "Exact (greedy) vs ref"]
+    if profile is not None:
+        header.append(f"Projected speedup ({profile.name}) †")
+    body = []
+    for r in rows:
+        line = [f"`{r.method}`", *(fmt_spread(r.task_speedups[t]) for t in tasks), fmt_spread(r.overall),
+                f"{r.tau:.2f}" if r.tau is not None else "—", fmt_spread(r.tokens_per_s, "", 2), fmt_exact(r, config, ran)]
+        if profile is not None:
+            line.append(f"{r.projected:.2f}x" if r.projected is not None else "n/a")
+        body.append(line)
+    return _table(header, body, "r")
+
+
+def time_table(rows: Sequence[MethodRow]) -> str:
+    """Share of wall time per phase, per method (outpace methods; peers report only wall time)."""
+    body = []
+    for r in rows:
+        if r.split is None:
+            body.append([f"`{r.method}`", str(r.turns), str(r.new_tokens), "—", "—", "—", "—", "—", f"{r.wall_s:.1f}"])
+            continue
+        sh = r.split.shares()
+        body.append([f"`{r.method}`", str(r.turns), str(r.new_tokens),
+                     *(f"{100 * sh[p]:.1f}%" for p in ("prefill", "draft", "verify", "other", "untracked")),
+                     f"{r.split.wall:.1f}"])
+    return _table(["Method", "Turns", "New tokens", "Prefill", "Draft", "Verify", "Other", "Untracked", "Wall s"], body, "r")
+
+
+def command_line(config: RunConfig) -> str:
+    """An `outpace bench` command that reproduces `config` (the output directory aside)."""
+    args = ["outpace", "bench", "--target", config.target, "--methods", ",".join(config.methods),
+            "--dtype", config.dtype, "--max-new-tokens", str(config.max_new_tokens),
+            "--temperature", f"{config.temperature:g}", "--draft-length", str(config.draft_length),
+            "--repeats", str(config.repeats), "--draft", config.draft]
+    if config.threads:
+        args += ["--threads", str(config.threads)]
+    if config.per_task:
+        args += ["--per-task", str(config.per_task)]
+    if config.suite != "spec-bench":
+        args += ["--suite", config.suite]
+    if config.questions:
+        args += ["--questions", config.questions]
+    if not config.greedy:
+        args += ["--top-k", str(config.top_k), "--top-p", f"{config.top_p:g}"]
+        if config.seed is not None:
+            args += ["--seed", str(config.seed)]
+    return shlex.join(args)
+
+
+def skipped_methods(config: RunConfig, recs: Sequence[TurnRecord], sessions: Sequence[Mapping[str, Any]]) -> dict[str, str]:
+    """Methods of the config without records, with the reason the latest session gave."""
+    ran = {r.method for r in recs}
+    reasons: dict[str, str] = {}
+    for s in sessions:
+        reasons.update(s.get("skipped", {}))
+    return {m: reasons.get(m, "not run yet") for m in config.methods if m not in ran}
+
+
+def render(config: RunConfig, recs: Sequence[TurnRecord], sessions: Sequence[Mapping[str, Any]],
+           profile: CostProfile | None, plot_files: Sequence[str], plot_note: str = "") -> str:
+    """The whole report as markdown."""
+    rows, tasks, baseline = summarize(config, recs, profile)
+    out = ["# outpace bench report", "",
+           f"Target `{config.target}` ({config.dtype}), {'greedy' if config.greedy else f'temperature {config.temperature:g}'}, "
+           f"{config.max_new_tokens} new tokens at most, draft length {config.draft_length}, "
+           f"suite {config.questions or config.suite}" + (f", {config.per_task} prompts per task" if config.per_task else "")
+           + f", {config.repeats} repeat(s). Speedups are relative to `{baseline}`.", "",
+           "Reproduce: `" + command_line(config) + "`", "", "## Results", ""]
+    out.append(leaderboard(rows, tasks, config, profile) if rows else "No records yet.")
+    out += ["", _notes(config, rows, profile, baseline)]
+    skipped = skipped_methods(config, recs, sessions)
+    if skipped:
+        out += ["", "## Skipped methods", ""] + [f"- `{m}`: {why}" for m, why in skipped.items()]
+    out += ["", "## Where the time goes", "", time_table(rows) if rows else "No records yet.", ""]
+    out += _sessions_section(sessions)
+    if plot_files:
+        out += ["", "## Plots", ""] + [f"![{Path(p).stem}]({p})" for p in plot_files]
+    if plot_note:
+        out += ["", plot_note]
+    return "\n".join(out) + "\n"
+
+
+def _notes(config: RunConfig, rows: Sequence[MethodRow], profile: CostProfile | None, baseline: str) -> str:
+    notes = [
+        f"Speedup: mean tokens/s over prompts (a prompt's tokens/s = its new tokens / its wall time, all turns, "
+        f"prefill included) divided by `{baseline}`'s, on the turns both ran; "
+        + ("median and (min–max) over repeats." if config.repeats > 1 else "one repeat."),
+        "Mean accepted tokens (tau): tokens committed per target forward, sum(accepted + 1) / steps; "
+        "— for peers, whose engines do not report steps.",
+        "Exact: turns whose new token ids equal the reference method's (outpace methods vs `ar`, "
+        "transformers peers vs `hf-ar`).",
+    ]
+    inexact = [r.method for r in rows if r.exact is not None and r.exact.matched < r.exact.total]
+    if inexact and config.dtype != "float32":
+        notes.append(
+            f"Inexact turns in {config.dtype} ({', '.join(inexact)}): a forward over k tokens and k one-token "
+            "forwards round differently in reduced precision, so near-tied argmaxes can flip and the outputs "
+            "diverge from there on. Run with --dtype float32 to check losslessness; below 100% in float32 is a bug."
+        )
+    elif inexact:
+        notes.append(f"**Inexact turns in float32 ({', '.join(inexact)}): a lossless method should match; this is a bug.**")
+    if profile is not None:
+        notes.append(
+            f"† Projected, not measured: the speedup each outpace method would have if a step cost what the "
+            f"profile `{profile.name}` says (verify k tokens: verify_ms[k]; {profile.draft_ms_per_token:g} ms per "
+            f"drafted token for model drafters, 0 for prompt lookup; autoregressive step {profile.ar_ms:g} ms), "
+            "using each step's measured proposals and acceptances; prefill excluded."
+        )
+    return "\n".join(f"- {n}" for n in notes)
+
+
+def _sessions_section(sessions: Sequence[Mapping[str, Any]]) -> list[str]:
+    if not sessions:
+        return []
+    out = ["## Machine and versions", ""]
+    for i, s in enumerate(sessions, 1):
+        m, v = s.get("machine", {}), s.get("versions", {})
+        flags = ", ".join(m.get("cpu_flags", [])) or "none of avx2/avx512"
+        out.append(f"- Session {i} ({s.get('started', '?')}): {m.get('cpu', '?')}, {m.get('cores', '?')} cores "
+                   f"({flags}), torch threads {m.get('torch_threads', '?')}; "
+                   + ", ".join(f"{k} {val}" for k, val in v.items()))
+    return out
+
+
+# ---------------------------------------------------------------------------- files
+
+
+def load_profile(path: Path) -> CostProfile:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise OutpaceError(f"cost profile not found: {path}") from None
+    except json.JSONDecodeError as err:
+        raise OutpaceError(f"cost profile {path} is not valid JSON: {err}") from None
+    return CostProfile.from_json(data)
+
+
+def write_report(out: Path, profile: CostProfile | None = None, make_plots: bool = True) -> Path:
+    """Regenerate ``report.md`` (and the plots) of the run in `out` from its files.
+
+    Without `profile`, uses ``out/cost_profile.json`` when the run saved one."""
+    config = records.read_config(out)
+    if config is None:
+        raise OutpaceError(f"{out} is not a bench run directory (no {records.CONFIG_FILE})")
+    if profile is None and (out / records.PROFILE_FILE).exists():
+        profile = load_profile(out / records.PROFILE_FILE)
+    recs = records.read_records(out)
+    sessions = records.read_sessions(out)
+    files, note = [], ""
+    if make_plots and recs:
+        if plots.available():
+            files = _plots(out, config, recs, profile)
+        else:
+            note = f"Plots not made: {plots.MATPLOTLIB_MISSING}."
+    path = out / REPORT_FILE
+    path.write_text(render(config, recs, sessions, profile, files, note), encoding="utf-8")
+    return path
+
+
+def _plots(out: Path, config: RunConfig, recs: Sequence[TurnRecord], profile: CostProfile | None) -> list[str]:
+    rows, tasks, _ = summarize(config, recs, profile)
+    columns = [TASK_TITLES.get(t, t) for t in tasks] + ["Overall"]
+    speedups = {r.method: {**{TASK_TITLES.get(t, t): r.task_speedups[t] for t in tasks}, "Overall": r.overall}
+                for r in rows}
+    plots.speedup_plot(speedups, columns, out / PLOT_FILES["speedup"])
+    by_method = metrics.group(recs, lambda r: r.method)
+    hist = {r.method: dict(metrics.accepted_histogram(by_method[r.method])) for r in rows if r.tau is not None}
+    plots.accepted_plot(hist, out / PLOT_FILES["accepted"])
+    plots.time_split_plot({r.method: r.split for r in rows if r.split is not None}, out / PLOT_FILES["time"])
+    return list(PLOT_FILES.values())

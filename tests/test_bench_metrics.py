@@ -1,0 +1,146 @@
+"""The benchmark's metrics on hand-made records: speedup, tau, exactness, spread, time split,
+cost-profile interpolation and projection."""
+
+from __future__ import annotations
+
+import pytest
+
+from outpace.bench.costs import CostProfile, interpolate
+from outpace.bench.methods import proposals_from_depths
+from outpace.bench.metrics import (
+    accepted_histogram,
+    exactness,
+    first_difference,
+    projected_speedup,
+    prompt_speeds,
+    speedups,
+    spread,
+    tau,
+    time_split,
+)
+from outpace.bench.records import TurnRecord
+from outpace.errors import OutpaceError
+
+
+def rec(method="ar", qid="1", turn=1, repeat=0, tokens=(1, 2, 3, 4), wall=1.0, task="qa", steps=None,
+        proposed=None, times=None) -> TurnRecord:
+    """A record; `steps` are accepted lengths per step, `times` (prefill, draft, verify, other)."""
+    t = times or (None, None, None, None)
+    return TurnRecord(method, qid, task, task, turn, repeat, 10, len(tokens), wall, "length", "", tuple(tokens),
+                      None if steps is None else len(steps), None if steps is None else tuple(steps),
+                      None if proposed is None else tuple(proposed), True if proposed else None, *t)
+
+
+def test_prompt_speed_sums_turns_before_dividing() -> None:
+    # 4 tokens in 1 s + 8 tokens in 3 s = 12 tokens / 4 s = 3 tok/s (not the mean of 4 and 2.67)
+    recs = [rec(turn=1, tokens=(1,) * 4, wall=1.0), rec(turn=2, tokens=(1,) * 8, wall=3.0)]
+    assert prompt_speeds(recs) == {("1", 0): pytest.approx(3.0)}
+
+
+def test_speedup_is_ratio_of_mean_prompt_speeds() -> None:
+    base = [rec("ar", "1", wall=2.0), rec("ar", "2", wall=1.0)]  # 2 and 4 tok/s: mean 3
+    fast = [rec("m", "1", wall=1.0), rec("m", "2", wall=0.5)]  # 4 and 8 tok/s: mean 6
+    assert speedups(fast, base) == [pytest.approx(2.0)]
+
+
+def test_speedup_uses_only_turns_both_methods_ran() -> None:
+    base = [rec("ar", "1", wall=1.0), rec("ar", "2", wall=4.0)]
+    half_done = [rec("m", "1", wall=0.5)]  # prompt 2 not run yet: compare on prompt 1 only
+    assert speedups(half_done, base) == [pytest.approx(2.0)]
+
+
+def test_speedup_per_repeat_and_its_spread() -> None:
+    base = [rec("ar", "1", repeat=r, wall=1.0) for r in range(3)]
+    m = [rec("m", "1", repeat=r, wall=w) for r, w in enumerate([0.5, 0.25, 1.0])]
+    values = speedups(m, base)
+    assert values == [pytest.approx(2.0), pytest.approx(4.0), pytest.approx(1.0)]
+    s = spread(values)
+    assert (s.median, s.lo, s.hi, s.n) == (pytest.approx(2.0), pytest.approx(1.0), pytest.approx(4.0), 3)
+    assert spread([]) is None
+
+
+def test_tau_pools_all_steps() -> None:
+    # steps accepted 3, 0 | 1: committed 4 + 1 + 2 = 7 tokens over 3 steps
+    recs = [rec(steps=[3, 0]), rec(qid="2", steps=[1])]
+    assert tau(recs) == pytest.approx(7 / 3)
+    assert tau([rec()]) is None  # a peer: no steps
+    assert accepted_histogram(recs) == {3: 1, 0: 1, 1: 1}
+
+
+def test_exactness_counts_identical_turns_and_where_others_diverge() -> None:
+    ref = [rec("ar", "1", tokens=(1, 2, 3)), rec("ar", "2", tokens=(4, 5, 6)), rec("ar", "3", tokens=(7, 8))]
+    out = [rec("m", "1", tokens=(1, 2, 3)), rec("m", "2", tokens=(4, 9, 6)), rec("m", "3", tokens=(7, 8, 9)),
+           rec("m", "4", tokens=(1,))]  # prompt 4 has no reference turn: not counted
+    e = exactness(out, ref)
+    assert (e.matched, e.total, e.divergences) == (1, 3, (1, 2))
+    assert e.fraction == pytest.approx(1 / 3)
+    assert exactness(out, []) is None
+
+
+def test_exactness_compares_the_same_repeat() -> None:
+    ref = [rec("ar", tokens=(1, 2), repeat=0), rec("ar", tokens=(1, 3), repeat=1)]
+    out = [rec("m", tokens=(1, 2), repeat=0), rec("m", tokens=(1, 2), repeat=1)]
+    assert exactness(out, ref).matched == 1
+
+
+def test_first_difference() -> None:
+    assert first_difference([1, 2, 3], [1, 2, 3]) is None
+    assert first_difference([1, 2, 3], [1, 5, 3]) == 1
+    assert first_difference([1, 2], [1, 2, 3]) == 2
+
+
+def test_time_split_shares_and_untracked_time() -> None:
+    recs = [rec(wall=2.0, times=(0.2, 0.3, 1.0, 0.1)), rec(qid="2", wall=2.0, times=(0.2, 0.3, 1.0, 0.1))]
+    s = time_split(recs)
+    assert (s.prefill, s.draft, s.verify, s.other, s.wall) == pytest.approx((0.4, 0.6, 2.0, 0.2, 4.0))
+    assert s.untracked == pytest.approx(0.8)
+    assert s.shares()["verify"] == pytest.approx(0.5)
+    assert time_split([rec()]) is None
+
+
+def test_interpolation_between_below_and_beyond_given_points() -> None:
+    pts = ((1, 10.0), (4, 16.0), (8, 40.0))
+    assert interpolate(pts, 1) == 10.0
+    assert interpolate(pts, 2) == pytest.approx(12.0)
+    assert interpolate(pts, 6) == pytest.approx(28.0)
+    assert interpolate(pts, 12) == pytest.approx(64.0)  # extends the 4..8 line
+    assert interpolate(((2, 7.0),), 1) == interpolate(((2, 7.0),), 9) == 7.0
+
+
+def test_cost_profile_parsing_and_validation() -> None:
+    p = CostProfile.from_json({"name": "g", "verify_ms": {"1": 20, "16": 20}, "draft_ms_per_token": 2})
+    assert p.ar_ms == 20 and p.verify_cost(9) == 20 and p.to_json()["verify_ms"] == {"1": 20.0, "16": 20.0}
+    with pytest.raises(OutpaceError, match="lacks 'verify_ms'"):
+        CostProfile.from_json({"ar_ms": 1})
+    with pytest.raises(OutpaceError, match="finite number >= 0"):
+        CostProfile.from_json({"verify_ms": {"1": -1}})
+    with pytest.raises(OutpaceError, match="bad number"):
+        CostProfile.from_json({"verify_ms": {"one": 1}})
+
+
+def test_projection_charges_each_step_its_profile_cost() -> None:
+    profile = CostProfile.from_json({"verify_ms": {"1": 20, "5": 30}, "draft_ms_per_token": 2, "ar_ms": 20})
+    # two steps: 4 proposed, 3 accepted (4 tokens); 4 proposed, 0 accepted (1 token)
+    r = rec("draft-model:x", steps=[3, 0], proposed=[4, 4])
+    # time: 2 * (4 * 2 + verify(5) = 30) = 76 ms; AR: 5 tokens * 20 ms = 100 ms
+    assert projected_speedup([r], profile, draft_is_model=True) == pytest.approx(100 / 76)
+    assert projected_speedup([r], profile, draft_is_model=False) == pytest.approx(100 / 60)
+    ar = rec("ar", steps=[0, 0, 0], proposed=[0, 0, 0])
+    assert projected_speedup([ar], profile, draft_is_model=False) == pytest.approx(1.0)
+    assert projected_speedup([rec("hf-ar")], profile, draft_is_model=False) is None
+
+
+def test_proposals_recovered_from_depth_counts() -> None:
+    # 5 steps proposing 4, 4, 2, 0, 1 tokens: proposed_at = steps with depth > i
+    assert sorted(proposals_from_depths([4, 3, 2, 2], 5)) == [0, 1, 2, 4, 4]
+    assert proposals_from_depths([], 3) == [0, 0, 0]
+
+
+def test_records_round_trip_and_reject_inconsistent_counts() -> None:
+    r = rec(steps=[1, 2], proposed=[4, 4], times=(0.1, 0.2, 0.3, 0.4))
+    assert TurnRecord.from_json(r.to_json()) == r
+    assert r.to_json()["tokens_per_s"] == 4.0
+    with pytest.raises(OutpaceError, match="new_tokens"):
+        TurnRecord("ar", "1", "qa", "qa", 1, 0, 3, 5, 1.0, "eos", "", (1, 2))
+    with pytest.raises(OutpaceError, match="lacks"):
+        TurnRecord.from_json({"method": "ar"})
