@@ -60,7 +60,7 @@ def test_engine_refuses_a_draft_model_with_another_tokenizer(target, draft_backe
         "d": LoadedModel(draft_backend, word_tokenizer(30), "d", ()),
     }
     with pytest.raises(OutpaceError, match="different tokenizers"):
-        build(EngineSpec("t", "draft-model:d", "float32"), loader=lambda name, dtype: models[name])
+        build(EngineSpec("t", "draft-model:d", "float32"), loader=lambda name, dtype, quant=None: models[name])
 
 
 @pytest.mark.parametrize("spec,match", [
@@ -74,7 +74,7 @@ def test_engine_refuses_a_draft_model_with_another_tokenizer(target, draft_backe
 def test_bad_drafter_specs(target, spec, match):
     loaded = LoadedModel(target, word_tokenizer(48), "t", ())
     with pytest.raises(OutpaceError, match=match):
-        make_drafter(spec, loaded, "float32", loader=lambda n, d: loaded)
+        make_drafter(spec, loaded, "float32", loader=lambda n, d, q=None: loaded)
 
 
 def test_missing_model_file_is_a_clear_error(tmp_path):

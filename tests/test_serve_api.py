@@ -88,8 +88,9 @@ def test_completion_default_max_tokens_is_sixteen_as_in_openai(client: openai.Op
 
 
 def test_chat_without_max_tokens_fills_the_context(client: openai.OpenAI) -> None:
-    resp = chat(client, temperature=0)  # default 512 is capped by the 256-token window
+    resp = chat(client, content="w5 " * 236, temperature=0)  # the default 512 is capped by the window
     assert resp.usage.total_tokens == 256 and resp.choices[0].finish_reason == "length"
+    assert resp.usage.completion_tokens == 256 - 236 - 2
 
 
 def test_max_completion_tokens_counts(client: openai.OpenAI) -> None:

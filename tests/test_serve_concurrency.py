@@ -66,7 +66,7 @@ def test_a_full_queue_answers_429_at_once(slow: RunningServer, stream: bool) -> 
     idle(slow)
     rejected = counter(slow, "outpace_requests_rejected_total")
     with ThreadPoolExecutor(2) as pool:
-        running = pool.submit(post, slow, max_tokens=60)  # about 2 s
+        running = pool.submit(post, slow, max_tokens=40)  # over 1.2 s
         assert wait_until(lambda: _gauges(slow)[0] == 1, timeout=10)
         waiting = pool.submit(post, slow, max_tokens=3)
         assert wait_until(lambda: _gauges(slow)[1] == 1, timeout=10)
@@ -124,7 +124,7 @@ def test_a_client_leaving_while_queued_frees_its_place(slow: RunningServer) -> N
     idle(slow)
     cancelled = counter(slow, CANCELLED_QUEUED)
     with ThreadPoolExecutor(1) as pool:
-        running = pool.submit(post, slow, max_tokens=60)
+        running = pool.submit(post, slow, max_tokens=40)
         assert wait_until(lambda: _gauges(slow)[0] == 1, timeout=10)
         with httpx.stream("POST", f"{slow.url}{CHAT}", json=chat_body(max_tokens=5, stream=True), timeout=30) as r:
             assert r.status_code == 200
@@ -141,9 +141,12 @@ PROMPTS = [f"w{a} w{b} w{c} w{a} w{b}" for a, b, c in [(5, 6, 7), (8, 9, 10), (1
                                                       (17, 18, 19), (20, 21, 22), (23, 24, 25), (26, 27, 28)]]
 
 
+MAX_TOKENS = 6
+
+
 def live(kind: type) -> int:
     gc.collect()
-    return sum(1 for obj in gc.get_objects() if isinstance(obj, kind))
+    return sum(1 for obj in gc.get_objects() if type(obj) is kind)
 
 
 def test_load_every_request_answers_with_the_single_client_output(server: RunningServer) -> None:  # noqa: F811
@@ -153,9 +156,9 @@ def test_load_every_request_answers_with_the_single_client_output(server: Runnin
     from outpace.serve.scheduler import Job
 
     idle(server)
-    expected = asyncio.run(reference_outputs(server.url, "tiny", PROMPTS, max_tokens=12))
+    expected = asyncio.run(reference_outputs(server.url, "tiny", PROMPTS, max_tokens=MAX_TOKENS))
     rss_before = rss_bytes()
-    report = asyncio.run(run_load(server.url, "tiny", PROMPTS, total=100, concurrency=16, max_tokens=12,
+    report = asyncio.run(run_load(server.url, "tiny", PROMPTS, total=100, concurrency=16, max_tokens=MAX_TOKENS,
                                   request_timeout=30, run_timeout=90))
     assert report.statuses == {200: 100}, [o.error for o in report.outcomes if o.error][:3]
     got = [(o.text, o.completion_tokens) for o in report.outcomes]

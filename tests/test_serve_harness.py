@@ -8,6 +8,7 @@ engine is slow, since the concurrency tests rely on both.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import socket
 import threading
@@ -148,16 +149,34 @@ def chat_body(content: str = "w5 w6 w7", **extra: Any) -> dict[str, Any]:
 # ----------------------------------------------------------------------------- fixtures
 
 
+# Each test module imports these fixtures, which pytest would then set up once per module; the
+# model and the fast server are instead made once per process and shared.
+_SHARED: dict[str, Any] = {}
+
+
+def _shared(key: str, make: Any) -> Any:
+    if key not in _SHARED:
+        _SHARED[key] = make()
+    return _SHARED[key]
+
+
 @pytest.fixture(scope="session")
 def tiny_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return save_tiny_model(tmp_path_factory.mktemp("tiny-llama"))
+    return _shared("tiny_dir", lambda: save_tiny_model(tmp_path_factory.mktemp("tiny-llama")))
 
 
-@pytest.fixture(scope="module")
-def server(tiny_dir: Path) -> Iterator[RunningServer]:
-    """A fast server with the prompt-lookup drafter and room for many waiting requests."""
-    with run_server(build_engine(tiny_dir), max_queue=128) as running:
-        yield running
+@pytest.fixture(scope="session")
+def server(tiny_dir: Path) -> RunningServer:
+    """A fast server with the prompt-lookup drafter and room for many waiting requests (one per
+    process, stopped when the process exits)."""
+
+    def start() -> RunningServer:
+        context = run_server(build_engine(tiny_dir), max_queue=128)
+        running = context.__enter__()
+        atexit.register(context.__exit__, None, None, None)
+        return running
+
+    return _shared("server", start)
 
 
 # ----------------------------------------------------------------------------- harness checks

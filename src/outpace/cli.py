@@ -59,6 +59,12 @@ def add_engine_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--target", default=DEFAULT_TARGET, help=f"target model (default {DEFAULT_TARGET})")
     p.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float32", "float16"])
     p.add_argument("--threads", type=int, default=None, help="CPU threads (default: all cores)")
+    p.add_argument(
+        "--quant",
+        default=None,
+        help="weight-only quantization of the target: int8, int4 (group 128) or int4gN; a "
+        "quantized target is a different model (outputs are compared with its own AR output)",
+    )
 
 
 def add_sampling_args(p: argparse.ArgumentParser) -> None:
@@ -75,7 +81,8 @@ def _add_generate(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--drafter",
         default=DEFAULT_DRAFTER,
-        help="none | prompt-lookup[:max_ngram=3,min_ngram=1,branches=1] | draft-model:MODEL "
+        help="none | prompt-lookup[:max_ngram=3,min_ngram=1,branches=1] | "
+        "draft-model:MODEL[,quant=int8|int4] "
         f"(default {DEFAULT_DRAFTER})",
     )
     src = p.add_mutually_exclusive_group(required=True)
@@ -103,7 +110,7 @@ def _run_generate(args: argparse.Namespace) -> int:
 
     set_threads(args.threads)
     print(f"outpace: loading {args.target} ({args.dtype}) with drafter {args.drafter} ...", file=sys.stderr)
-    engine = build(EngineSpec(args.target, args.drafter, args.dtype))
+    engine = build(EngineSpec(args.target, args.drafter, args.dtype, args.quant))
     dec = engine.decoder
     if args.chat is not None:
         ids = dec.encode([{"role": "user", "content": args.chat}])

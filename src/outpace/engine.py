@@ -23,6 +23,7 @@ class EngineSpec:
     target: str
     drafter: str = "none"
     dtype: str = "bfloat16"
+    quant: str | None = None  # weight-only quantization of the target: int8, int4, int4g64, ...
 
 
 @dataclass(frozen=True)
@@ -33,20 +34,22 @@ class Engine:
 
 
 @lru_cache(maxsize=4)
-def load_cached(spec: str, dtype: str) -> LoadedModel:
+def load_cached(spec: str, dtype: str, quant: str | None = None) -> LoadedModel:
     """Load a model once per process (the benchmark and the server reuse it)."""
-    return load(spec, dtype)
+    return load(spec, dtype, quant)
 
 
-def build(spec: EngineSpec, loader: Callable[[str, str], LoadedModel] = load_cached) -> Engine:
+Loader = Callable[..., LoadedModel]  # (spec, dtype, quant=None) -> LoadedModel
+
+
+def build(spec: EngineSpec, loader: Loader = load_cached) -> Engine:
     """Load the target (and the drafter's models) and assemble a Decoder."""
-    target = loader(spec.target, spec.dtype)
+    target = loader(spec.target, spec.dtype, spec.quant)
     drafter = make_drafter(spec.drafter, target, spec.dtype, loader)
     decoder = Decoder(target.backend, target.tokenizer, drafter, eos_ids=target.eos_ids)
     return Engine(decoder, target, spec.drafter)
 
 
-Loader = Callable[[str, str], LoadedModel]
 DrafterFactory = Callable[[str, LoadedModel, str, Loader], Drafter]
 
 
@@ -55,9 +58,11 @@ def _prompt_lookup(arg: str, target: LoadedModel, dtype: str, loader: Loader) ->
 
 
 def _draft_model(arg: str, target: LoadedModel, dtype: str, loader: Loader) -> Drafter:
-    if not arg:
+    model, _, rest = arg.partition(",")
+    if not model:
         raise OutpaceError("draft-model needs a model: --drafter draft-model:qwen2.5-coder-0.5b")
-    draft = loader(arg, dtype)
+    opts = parse_options(rest, {"quant": str})
+    draft = loader(model, dtype, opts.get("quant"))
     check_same_tokenizer(target.tokenizer, draft.tokenizer, target.name, draft.name)
     return DraftModelDrafter(draft.backend)
 
@@ -65,7 +70,7 @@ def _draft_model(arg: str, target: LoadedModel, dtype: str, loader: Loader) -> D
 #: Drafter name -> factory(argument after ':', target, dtype, loader). New drafters add a row.
 DRAFTERS: dict[str, tuple[DrafterFactory, str]] = {
     "prompt-lookup": (_prompt_lookup, "prompt-lookup[:max_ngram=3,min_ngram=1,branches=1]"),
-    "draft-model": (_draft_model, "draft-model:MODEL"),
+    "draft-model": (_draft_model, "draft-model:MODEL[,quant=int8|int4]"),
 }
 
 

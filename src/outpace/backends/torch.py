@@ -16,6 +16,7 @@ from typing import Any, Sequence
 import torch
 
 from outpace.backends.base import Capabilities, ForwardOutput
+from outpace.backends.quant import QuantConfig, quantize_model
 from outpace.errors import OutpaceError
 from outpace.tree import ancestor_mask, depths
 
@@ -129,24 +130,46 @@ def set_threads(threads: int | None) -> None:
     torch.set_num_threads(threads or os.cpu_count() or 1)
 
 
-def load(spec: str, dtype: str = "bfloat16", *, cache: Path | None = None) -> LoadedModel:
+def load(
+    spec: str, dtype: str = "bfloat16", quant: str | None = None, *, cache: Path | None = None
+) -> LoadedModel:
     """Load a packaged short name, a GGUF file, an HF directory or a hub id.
 
     GGUF weights are dequantized by transformers once and kept as safetensors in the cache
-    (`<cache>/converted/`), so later loads take seconds instead of a minute.
+    (`<cache>/converted/`), so later loads take seconds instead of a minute. `quant` ('int8',
+    'int4' or 'int4g64' style) swaps the linear layers for weight-only quantized ones, also
+    cached on disk.
     """
     from outpace import models
 
     if dtype not in DTYPES:
         raise OutpaceError(f"dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
+    qcfg = parse_quant(quant)
     source = models.resolve(spec, cache=cache)
+    root = cache or models.cache_dir()
     if source.kind == "gguf":
-        path = Path(source.path_or_id)
-        model_dir = _converted(path, dtype, cache or models.cache_dir())
+        model_dir = _converted(Path(source.path_or_id), dtype, root)
         model, tok = _from_pretrained(str(model_dir), dtype)
     else:
+        model_dir = None
         model, tok = _from_pretrained(source.path_or_id, dtype)
-    return LoadedModel(TorchBackend(model, source.name), tok, source.name, _eos_ids(model, tok))
+    name = source.name
+    if qcfg is not None:
+        # Cache the quantized tensors next to the converted weights; other sources quantize per run.
+        qfile = None if model_dir is None else model_dir / f"{qcfg.tag}.safetensors"
+        quantize_model(model, qcfg, qfile)
+        name = f"{name}@{qcfg.tag}"
+    return LoadedModel(TorchBackend(model, name), tok, name, _eos_ids(model, tok))
+
+
+def parse_quant(quant: str | None) -> QuantConfig | None:
+    """None/'none' -> None; 'int8'; 'int4' (group 128); 'int4g64' -> QuantConfig."""
+    if quant in (None, "", "none"):
+        return None
+    assert quant is not None
+    if quant.startswith("int4g") and quant[5:].isdigit():
+        return QuantConfig("int4", int(quant[5:]))
+    return QuantConfig(quant)
 
 
 def _eos_ids(model: Any, tok: Any) -> tuple[int, ...]:
