@@ -59,7 +59,7 @@ def build_engine(model_dir: Path, drafter: str = "prompt-lookup", step_delay: fl
                 return super().forward(*args, **kwargs)
 
         loaded = replace(loaded, backend=SlowBackend(loaded.backend.model, loaded.name))
-    drafter_obj = make_drafter(drafter, loaded, "float32", loader=lambda spec, dtype: load(spec, dtype))
+    drafter_obj = make_drafter(drafter, loaded, "float32", loader=lambda spec, dtype, quant=None: load(spec, dtype, quant))
     decoder = Decoder(loaded.backend, loaded.tokenizer, drafter_obj, eos_ids=loaded.eos_ids)
     return Engine(decoder, LoadedModel(loaded.backend, loaded.tokenizer, loaded.name, loaded.eos_ids), drafter)
 

@@ -73,7 +73,11 @@ def add_sampling_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--top-p", type=float, default=1.0)
     p.add_argument("--top-k", type=int, default=0)
     p.add_argument("--seed", type=int, default=None)
-    p.add_argument("--draft-length", type=int, default=4, help="draft tokens (or tree nodes) per step")
+    p.add_argument("--draft-length", type=int, default=4, help="draft tokens (or tree nodes) per step; "
+                   "with --adaptive, the most per step")
+    p.add_argument("--adaptive", action="store_true",
+                   help="choose each step's draft length (0 = plain decoding) from the measured cost "
+                   "of verifying k tokens and the acceptance seen so far")
 
 
 def _add_generate(p: argparse.ArgumentParser) -> None:
@@ -100,7 +104,10 @@ def sampling_from(args: argparse.Namespace):  # type: ignore[no-untyped-def]
     from outpace.sampling import SamplingConfig
 
     sampling = SamplingConfig(args.temperature, args.top_k, args.top_p, args.seed)
-    return GenerationConfig(args.max_new_tokens, sampling, tuple(getattr(args, "stop", ())), args.draft_length)
+    return GenerationConfig(
+        args.max_new_tokens, sampling, tuple(getattr(args, "stop", ())), args.draft_length,
+        adaptive=args.adaptive,
+    )
 
 
 def _run_generate(args: argparse.Namespace) -> int:

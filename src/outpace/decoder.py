@@ -16,6 +16,7 @@ import torch
 from outpace.backends.base import Backend
 from outpace.drafters.base import DraftContext, Drafter
 from outpace.errors import OutpaceError
+from outpace.policies import AdaptiveDraftLength, CostModel
 from outpace.sampling import SamplingConfig, make_rng
 from outpace.stopping import TextStream
 from outpace.tree import depths, with_root
@@ -35,6 +36,7 @@ class GenerationConfig:
     stop: tuple[str, ...] = ()
     draft_length: int = 4
     ignore_eos: bool = False
+    adaptive: bool = False  # pick each step's draft length (<= draft_length) from measured costs
 
     def __post_init__(self) -> None:
         if not isinstance(self.max_new_tokens, int) or self.max_new_tokens <= 0:
@@ -73,6 +75,7 @@ class Decoder:
         tokenizer: Any,
         drafter: Drafter | None = None,
         eos_ids: Sequence[int] | None = None,
+        costs: CostModel | None = None,
     ) -> None:
         if drafter is not None and drafter.makes_trees and not target.capabilities.trees:
             raise OutpaceError(f"drafter {drafter.name} drafts trees; backend {target.name} cannot verify them")
@@ -85,6 +88,7 @@ class Decoder:
             eos = getattr(tokenizer, "eos_token_id", None)
             eos_ids = [] if eos is None else [eos]
         self.eos_ids = frozenset(eos_ids)
+        self.costs = costs  # shared by all requests, refined by every step
 
     # ------------------------------------------------------------------ text in, text out
 
@@ -152,13 +156,14 @@ class Decoder:
         stats.prompt_tokens = len(tokens)
         stats.prefill_s = time.perf_counter() - t0
         produced = 0
+        policy = self._policy(cfg)
         while produced < cfg.max_new_tokens:
             step = StepStats()
             t = time.perf_counter()
             draft = Draft.empty()
             if drafter is not None:
-                budget = min(cfg.draft_length, cfg.max_new_tokens - produced - 1,
-                             target.max_context - len(tokens))
+                wanted = cfg.draft_length if policy is None else policy.budget()
+                budget = min(wanted, cfg.max_new_tokens - produced - 1, target.max_context - len(tokens))
                 if budget > 0:
                     draft = drafter.propose(DraftContext(tokens, budget, cfg.sampling, rng))
             t_draft = time.perf_counter()
@@ -173,11 +178,22 @@ class Decoder:
             step.accepted = len(accepted.accepted)
             step.draft_s, step.verify_s = t_draft - t, t_verify - t_draft
             step.other_s = time.perf_counter() - t_verify
+            if policy is not None:
+                policy.observe(step.depth, step.accepted)
+                policy.costs.observe_verify(len(draft) + 1, step.verify_s)
+                policy.costs.observe_draft(len(draft), step.draft_s)
             stats.add_step(step)
             stats.new_tokens = produced
             yield emitted, reason
             if reason is not None:
                 return
+
+    def _policy(self, cfg: GenerationConfig) -> AdaptiveDraftLength | None:
+        if not cfg.adaptive or self.drafter is None or self.drafter.makes_trees:
+            return None
+        if self.costs is None:
+            raise OutpaceError("adaptive draft length needs a cost model (Decoder(costs=...))")
+        return AdaptiveDraftLength(self.costs, cfg.draft_length)
 
     def _verify_step(
         self, cache: Any, root: int, draft: Draft, sampling: SamplingConfig, rng: torch.Generator

@@ -10,12 +10,16 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, Callable
 
+import torch
+
+from outpace import models
 from outpace.backends.torch import LoadedModel, load
 from outpace.decoder import Decoder
 from outpace.drafters.base import Drafter
 from outpace.drafters.draft_model import DraftModelDrafter, check_same_tokenizer
 from outpace.drafters.prompt_lookup import PromptLookupConfig, PromptLookupDrafter
 from outpace.errors import OutpaceError
+from outpace.policies import cached_costs
 
 
 @dataclass(frozen=True)
@@ -24,6 +28,7 @@ class EngineSpec:
     drafter: str = "none"
     dtype: str = "bfloat16"
     quant: str | None = None  # weight-only quantization of the target: int8, int4, int4g64, ...
+    cost_profile: bool = True  # measure (once, cached) the target's forward costs for --adaptive
 
 
 @dataclass(frozen=True)
@@ -46,7 +51,11 @@ def build(spec: EngineSpec, loader: Loader = load_cached) -> Engine:
     """Load the target (and the drafter's models) and assemble a Decoder."""
     target = loader(spec.target, spec.dtype, spec.quant)
     drafter = make_drafter(spec.drafter, target, spec.dtype, loader)
-    decoder = Decoder(target.backend, target.tokenizer, drafter, eos_ids=target.eos_ids)
+    costs = None
+    if drafter is not None and spec.cost_profile:
+        key = f"{target.name}-{spec.dtype}-{torch.get_num_threads()}t-torch{torch.__version__}"
+        costs = cached_costs(target.backend, models.cache_dir(), key.replace("/", "_"))
+    decoder = Decoder(target.backend, target.tokenizer, drafter, eos_ids=target.eos_ids, costs=costs)
     return Engine(decoder, target, spec.drafter)
 
 

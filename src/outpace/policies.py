@@ -1,0 +1,172 @@
+"""Draft-length policies: how many tokens to draft next step, from measured costs.
+
+The expected number of tokens a step commits with draft length k is
+    E(k) = 1 + a1 + a1*a2 + ... + a1*...*ak,
+where ai is the probability that draft position i is accepted given position i-1 was (the
+standard analysis of Leviathan et al. 2023, section 3.1, with per-position rates instead of one
+alpha). A step costs verify(k + 1) + k * draft, so the policy picks the k in 0..max that
+maximises E(k) / cost(k); k = 0 is plain autoregressive decoding, chosen whenever speculation
+cannot pay on this machine (on 2 CPU cores a forward of 8 tokens costs several single ones).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import statistics
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from outpace.backends.base import Backend
+from outpace.errors import OutpaceError
+
+
+@dataclass
+class CostModel:
+    """Seconds per target forward of n tokens, and per drafted token; updated as steps run.
+
+    verify_s: n tokens in one forward (root + draft) -> seconds; values between measured sizes are
+    interpolated linearly, beyond the largest extrapolated by the last slope.
+    """
+
+    verify_s: dict[int, float]
+    draft_s_per_token: float = 0.0
+    decay: float = 0.8  # weight of the old estimate when a new measurement arrives
+
+    def __post_init__(self) -> None:
+        if not self.verify_s or any(n < 1 or s <= 0 for n, s in self.verify_s.items()):
+            raise OutpaceError("a cost model needs positive timings for forwards of >= 1 token")
+
+    def verify(self, n: int) -> float:
+        sizes = sorted(self.verify_s)
+        if n in self.verify_s:
+            return self.verify_s[n]
+        lo = max((s for s in sizes if s < n), default=None)
+        hi = min((s for s in sizes if s > n), default=None)
+        if lo is None:
+            return self.verify_s[sizes[0]]
+        if hi is None:
+            hi, lo = lo, max((s for s in sizes if s < lo), default=lo)
+        if hi == lo:
+            return self.verify_s[lo] * n / lo
+        slope = (self.verify_s[hi] - self.verify_s[lo]) / (hi - lo)
+        return max(self.verify_s[lo] + slope * (n - lo), 1e-9)
+
+    def observe_verify(self, n: int, seconds: float) -> None:
+        old = self.verify_s.get(n)
+        self.verify_s[n] = seconds if old is None else self.decay * old + (1 - self.decay) * seconds
+
+    def observe_draft(self, tokens: int, seconds: float) -> None:
+        if tokens > 0:
+            per = seconds / tokens
+            self.draft_s_per_token = self.decay * self.draft_s_per_token + (1 - self.decay) * per
+
+    def to_json(self) -> dict[str, object]:
+        return {"verify_s": {str(k): v for k, v in sorted(self.verify_s.items())},
+                "draft_s_per_token": self.draft_s_per_token}
+
+    @staticmethod
+    def load(path: Path) -> CostModel:
+        try:
+            data = json.loads(path.read_text())
+            return CostModel({int(k): float(v) for k, v in data["verify_s"].items()},
+                             float(data.get("draft_s_per_token", 0.0)))
+        except (OSError, ValueError, KeyError, TypeError) as err:
+            raise OutpaceError(f"cannot read cost profile {path}: {err}") from None
+
+
+def expected_tokens(accept: list[float], k: int) -> float:
+    """E(k) = 1 + sum over i <= k of prod_{j <= i} accept[j-1]."""
+    total, run = 1.0, 1.0
+    for a in accept[:k]:
+        run *= a
+        total += run
+    return total
+
+
+def best_draft_length(accept: list[float], costs: CostModel, max_k: int) -> int:
+    """The k in 0..max_k with the most expected tokens per second (ties: the smaller k)."""
+    best_k, best_rate = 0, -math.inf
+    for k in range(0, max_k + 1):
+        rate = expected_tokens(accept, k) / (costs.verify(k + 1) + k * costs.draft_s_per_token)
+        if rate > best_rate * (1 + 1e-9):
+            best_k, best_rate = k, rate
+    return best_k
+
+
+@dataclass
+class AdaptiveDraftLength:
+    """Per-request policy: per-position acceptance estimates (smoothed counts with a prior) and
+    the cost model pick each step's draft length. Every `probe_every` steps at k = 0 it drafts
+    the maximum once, so a drafter that starts paying off is noticed again."""
+
+    costs: CostModel
+    max_k: int
+    prior: float = 0.6  # assumed acceptance before any evidence
+    prior_weight: float = 2.0
+    decay: float = 0.95  # forgetting factor: recent steps count more
+    probe_every: int = 16
+    proposed: list[float] = field(default_factory=list)
+    accepted: list[float] = field(default_factory=list)
+    _idle: int = 0
+
+    def acceptance(self) -> list[float]:
+        out = []
+        for i in range(self.max_k):
+            p = self.proposed[i] if i < len(self.proposed) else 0.0
+            a = self.accepted[i] if i < len(self.accepted) else 0.0
+            out.append((a + self.prior * self.prior_weight) / (p + self.prior_weight))
+        return out
+
+    def budget(self) -> int:
+        k = best_draft_length(self.acceptance(), self.costs, self.max_k)
+        if k == 0:
+            self._idle += 1
+            if self._idle >= self.probe_every:
+                self._idle = 0
+                return self.max_k
+        return k
+
+    def observe(self, depth: int, accepted: int) -> None:
+        """A step proposed `depth` positions and `accepted` of them were accepted."""
+        for lst in (self.proposed, self.accepted):
+            lst.extend([0.0] * (self.max_k - len(lst)))
+            for i in range(self.max_k):
+                lst[i] *= self.decay
+        for i in range(min(depth, self.max_k)):
+            self.proposed[i] += 1.0
+        for i in range(min(accepted, self.max_k)):
+            self.accepted[i] += 1.0
+
+
+def measure_costs(
+    backend: Backend, sizes: tuple[int, ...] = (1, 2, 4, 8, 16), context: int = 128, reps: int = 3
+) -> CostModel:
+    """Time forwards of n tokens after a `context`-token cache (median of reps, after a warm-up)."""
+    cache = backend.new_cache()
+    ids = torch.arange(context) % backend.vocab_size
+    backend.forward(cache, ids)
+    timings: dict[int, float] = {}
+    for n in (sizes[0], *sizes):  # the first size twice: a warm-up
+        runs = []
+        for _ in range(reps):
+            t = time.perf_counter()
+            backend.forward(cache, ids[:n])
+            runs.append(time.perf_counter() - t)
+            backend.rollback(cache, context)
+        timings[n] = statistics.median(runs)
+    return CostModel(timings)
+
+
+def cached_costs(backend: Backend, cache_dir: Path, key: str) -> CostModel:
+    """measure_costs once per machine and model set-up; later runs read the saved profile."""
+    path = cache_dir / "profiles" / f"{key}.json"
+    if path.exists():
+        return CostModel.load(path)
+    costs = measure_costs(backend)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(costs.to_json(), indent=1))
+    return costs

@@ -1,0 +1,72 @@
+"""Cost-aware draft length: the arithmetic, and the decoder falling back to plain decoding."""
+
+import pytest
+
+from conftest import tiny_model
+from outpace.decoder import Decoder, GenerationConfig
+from outpace.drafters.draft_model import DraftModelDrafter
+from outpace.errors import OutpaceError
+from outpace.policies import AdaptiveDraftLength, CostModel, best_draft_length, expected_tokens, measure_costs
+
+
+def test_expected_tokens():
+    assert expected_tokens([0.5, 0.5, 0.5], 0) == 1.0
+    assert expected_tokens([0.5, 0.5, 0.5], 2) == pytest.approx(1.75)
+    assert expected_tokens([1.0] * 4, 4) == 5.0
+
+
+def test_cost_interpolation_and_extrapolation():
+    c = CostModel({1: 1.0, 4: 2.5, 8: 6.5})
+    assert c.verify(1) == 1.0
+    assert c.verify(2) == pytest.approx(1.5)
+    assert c.verify(6) == pytest.approx(4.5)
+    assert c.verify(10) == pytest.approx(8.5)  # last slope, 1.0 per token
+
+
+def test_flat_costs_favour_long_drafts_steep_costs_favour_none():
+    flat = CostModel({1: 1.0, 16: 1.0})
+    assert best_draft_length([0.8] * 8, flat, 8) == 8
+    steep = CostModel({1: 1.0, 2: 2.0, 8: 8.0})  # verifying k tokens costs k single forwards
+    assert best_draft_length([0.8] * 8, steep, 8) == 0
+    # In between: with a draft cost, a middling length wins
+    mid = CostModel({1: 1.0, 2: 1.1, 3: 1.25, 5: 1.6, 9: 2.6}, draft_s_per_token=0.1)
+    k = best_draft_length([0.7] * 8, mid, 8)
+    assert 1 <= k < 8
+
+
+def test_policy_learns_from_acceptance_and_probes():
+    costs = CostModel({1: 1.0, 2: 1.3, 5: 1.6})
+    policy = AdaptiveDraftLength(costs, max_k=4, probe_every=4)
+    assert policy.budget() == 3  # prior acceptance 0.6: E(3)/cost(3) = 2.18/1.5 is the best
+    for _ in range(30):
+        policy.observe(depth=4, accepted=0)
+    assert policy.budget() == 0  # nothing is ever accepted: decode plainly...
+    assert [policy.budget() for _ in range(4)][-1] == 4  # ...but probe now and then
+
+
+def test_bad_cost_model():
+    with pytest.raises(OutpaceError):
+        CostModel({})
+    with pytest.raises(OutpaceError):
+        CostModel({0: 1.0})
+
+
+def test_adaptive_decoding_stays_lossless_and_falls_back(target, draft_backend):
+    prompt = [1, 2, 3, 4, 5, 1, 2, 3]
+    cfg = GenerationConfig(max_new_tokens=40, draft_length=4, adaptive=True)
+    ar = Decoder(target, None).generate(prompt, GenerationConfig(max_new_tokens=40)).tokens
+    steep = CostModel({1: 1.0, 2: 2.0, 8: 8.0})
+    r = Decoder(target, None, DraftModelDrafter(draft_backend), costs=steep).generate(prompt, cfg)
+    assert r.tokens == ar
+    # The tiny random draft is rarely right and verification is expensive: most steps are plain.
+    assert sum(1 for a in r.stats.accepted_lengths if a == 0) > 0.5 * r.stats.steps
+    measured = measure_costs(target, sizes=(1, 4), context=16, reps=1)
+    assert set(measured.verify_s) == {1, 4}
+    r2 = Decoder(target, None, DraftModelDrafter(target), costs=measured).generate(prompt, cfg)
+    assert r2.tokens == ar
+
+
+def test_adaptive_needs_a_cost_model(target, draft_backend):
+    cfg = GenerationConfig(max_new_tokens=4, adaptive=True)
+    with pytest.raises(OutpaceError, match="cost model"):
+        Decoder(target, None, DraftModelDrafter(draft_backend)).generate([1, 2], cfg)
