@@ -4,12 +4,13 @@ server keeps serving afterwards."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any, Iterator
 
 import httpx
 import pytest
 
-from test_serve_harness import RunningServer, chat_body, server, tiny_dir  # noqa: F401
+from test_serve_harness import POISON, RunningServer, build_engine, chat_body, run_server, server, tiny_dir  # noqa: F401
 
 CHAT, COMPLETIONS = "/v1/chat/completions", "/v1/completions"
 BAD_REQUEST, RATE, NOT_FOUND = "invalid_request_error", "rate_limit_error", "invalid_request_error"
@@ -153,3 +154,30 @@ def test_validation_never_answers_422(http: httpx.Client) -> None:
     for body in ({}, {"model": None}, {"messages": None}, {"model": "tiny", "messages": [{}]}):
         response = http.post(CHAT, json=body)
         assert response.status_code == 400 and response.json()["error"]["type"] == BAD_REQUEST
+
+
+# ----------------------------------------------------------------------------- failures while generating
+
+
+@pytest.fixture(scope="module")
+def fragile(tiny_dir: Path) -> Iterator[RunningServer]:  # noqa: F811
+    """A server whose model fails on any prompt holding the token POISON."""
+    with run_server(build_engine(tiny_dir, poison=True)) as running:
+        yield running
+
+
+def test_a_model_failure_is_a_500_and_the_server_goes_on(fragile: RunningServer) -> None:
+    poisoned = chat_body(f"w5 w{POISON}", max_tokens=4)
+    whole = fragile.http.post(CHAT, json=poisoned)
+    assert whole.status_code == 500
+    assert whole.json()["error"]["type"] == "server_error" and "simulated" not in whole.text
+    with fragile.http.stream("POST", CHAT, json={**poisoned, "stream": True}) as streamed:
+        assert streamed.status_code == 200  # the headers went out before the model ran
+        events = [line.removeprefix("data: ") for line in streamed.iter_lines() if line.startswith("data: ")]
+    assert events[-1] == "[DONE]"
+    assert json.loads(events[-2])["error"]["type"] == "server_error"
+    assert fragile.http.post(CHAT, json=chat_body(max_tokens=4)).status_code == 200
+    metrics = fragile.metrics()
+    assert metrics['outpace_generations_total{outcome="failed"}'] == 2
+    assert metrics['outpace_errors_total{type="server_error",code="internal_error"}'] == 2
+    assert metrics["outpace_worker_up"] == 1

@@ -43,23 +43,31 @@ def save_tiny_model(path: Path, seed: int = 0) -> Path:
     return path
 
 
-def build_engine(model_dir: Path, drafter: str = "prompt-lookup", step_delay: float = 0.0) -> Any:
-    """An Engine over the saved model. With step_delay > 0 every target forward sleeps that
-    long first: a stand-in for a big model, so generations last long enough to interrupt."""
+#: Any prompt holding this token makes the failing backend raise (a stand-in for a model error).
+POISON = 46
+
+
+def build_engine(model_dir: Path, drafter: str = "prompt-lookup", step_delay: float = 0.0,
+                 poison: bool = False) -> Any:
+    """An Engine over the saved model, loaded afresh (servers never share a model).
+
+    step_delay > 0: every target forward sleeps that long first, a stand-in for a big model, so
+    generations last long enough to interrupt. poison: a forward over token POISON raises."""
     from outpace.backends.torch import LoadedModel, TorchBackend, load
     from outpace.decoder import Decoder
     from outpace.engine import Engine, make_drafter
 
-    loaded = load(str(model_dir), "float32")  # a private copy: servers never share a model
-    if step_delay > 0:
+    class TestBackend(TorchBackend):
+        def forward(self, cache: Any, tokens: Any, *args: Any, **kwargs: Any) -> Any:
+            if poison and POISON in tokens.tolist():
+                raise RuntimeError("simulated model failure")
+            time.sleep(step_delay)
+            return super().forward(cache, tokens, *args, **kwargs)
 
-        class SlowBackend(TorchBackend):
-            def forward(self, *args: Any, **kwargs: Any) -> Any:
-                time.sleep(step_delay)
-                return super().forward(*args, **kwargs)
-
-        loaded = replace(loaded, backend=SlowBackend(loaded.backend.model, loaded.name))
-    drafter_obj = make_drafter(drafter, loaded, "float32", loader=lambda spec, dtype, quant=None: load(spec, dtype, quant))
+    loaded = load(str(model_dir), "float32")
+    loaded = replace(loaded, backend=TestBackend(loaded.backend.model, loaded.name))
+    loader = lambda spec, dtype, quant=None: load(spec, dtype, quant)  # noqa: E731
+    drafter_obj = make_drafter(drafter, loaded, "float32", loader=loader)
     decoder = Decoder(loaded.backend, loaded.tokenizer, drafter_obj, eos_ids=loaded.eos_ids)
     return Engine(decoder, LoadedModel(loaded.backend, loaded.tokenizer, loaded.name, loaded.eos_ids), drafter)
 

@@ -14,7 +14,7 @@ from typing import Any, Iterator, Sequence
 import torch
 
 from outpace.backends.base import Backend
-from outpace.drafters.base import DraftContext, Drafter
+from outpace.drafters.base import ChoosesVerifier, DraftContext, Drafter
 from outpace.errors import OutpaceError
 from outpace.policies import AdaptiveDraftLength, CostModel
 from outpace.sampling import SamplingConfig, make_rng
@@ -89,6 +89,7 @@ class Decoder:
             eos_ids = [] if eos is None else [eos]
         self.eos_ids = frozenset(eos_ids)
         self.costs = costs  # shared by all requests, refined by every step
+        self.verifier = drafter.verifier if isinstance(drafter, ChoosesVerifier) else verify
 
     # ------------------------------------------------------------------ text in, text out
 
@@ -203,7 +204,7 @@ class Decoder:
         inputs = torch.cat([torch.tensor([root]), draft.tokens])
         parents = None if draft.is_chain else with_root(draft.parents)
         logits = self.target.forward(cache, inputs, parents).logits  # [len(draft) + 1, vocab]
-        result = verify(draft, logits, sampling, rng)
+        result = self.verifier(draft, logits, sampling, rng)
         self.target.keep(cache, start, [0] + [i + 1 for i in result.accepted])
         return result.emitted(draft), result, logits
 

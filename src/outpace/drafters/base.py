@@ -47,3 +47,15 @@ class Drafter(Protocol):
     def observe(self, draft: Draft, result: VerifyResult, target_logits: torch.Tensor) -> None:
         """Called after each verification; target_logits: [len(draft) + 1, vocab]."""
         ...
+
+
+@runtime_checkable
+class ChoosesVerifier(Protocol):
+    """A drafter whose drafts need one particular lossless verifier, for example drafts sampled
+    without replacement (Recursive SD, SpecTr). Drafters without this use `outpace.verify.verify`."""
+
+    def verifier(
+        self, draft: Draft, target_logits: torch.Tensor, sampling: SamplingConfig, rng: torch.Generator
+    ) -> VerifyResult:
+        """Verify `draft`; target_logits: [len(draft) + 1, vocab] (row 0 is the root)."""
+        ...
