@@ -57,7 +57,10 @@ PLUGGED = ["outpace.bench.cli", "outpace.serve.cli"]
 def add_engine_args(p: argparse.ArgumentParser) -> None:
     """Options that choose the models; shared by generate, bench and serve."""
     p.add_argument("--target", default=DEFAULT_TARGET, help=f"target model (default {DEFAULT_TARGET})")
-    p.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float32", "float16"])
+    p.add_argument("--backend", default="torch", choices=["torch", "llama.cpp"],
+                   help="torch (transformers models) or llama.cpp (GGUF files; fastest on a CPU)")
+    p.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float32", "float16"],
+                   help="torch backend only")
     p.add_argument("--threads", type=int, default=None, help="CPU threads (default: all cores)")
     p.add_argument(
         "--quant",
@@ -117,7 +120,7 @@ def _run_generate(args: argparse.Namespace) -> int:
 
     set_threads(args.threads)
     print(f"outpace: loading {args.target} ({args.dtype}) with drafter {args.drafter} ...", file=sys.stderr)
-    engine = build(EngineSpec(args.target, args.drafter, args.dtype, args.quant))
+    engine = build(EngineSpec(args.target, args.drafter, args.dtype, args.quant, backend=args.backend))
     dec = engine.decoder
     if args.chat is not None:
         ids = dec.encode([{"role": "user", "content": args.chat}])

@@ -151,7 +151,7 @@ class Decoder:
         t0 = time.perf_counter()
         cache = target.new_cache()
         if len(tokens) > 1:
-            target.forward(cache, torch.tensor(tokens[:-1]))
+            target.forward(cache, torch.tensor(tokens[:-1]), last_only=True)
         if drafter is not None:
             drafter.start(tokens)
         stats.prompt_tokens = len(tokens)

@@ -7,7 +7,7 @@ place that maps those strings to objects, so the CLI, the benchmark and the serv
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import lru_cache, partial
 from typing import Any, Callable
 
 import torch
@@ -29,6 +29,14 @@ class EngineSpec:
     dtype: str = "bfloat16"
     quant: str | None = None  # weight-only quantization of the target: int8, int4, int4g64, ...
     cost_profile: bool = True  # measure (once, cached) the target's forward costs for --adaptive
+    backend: str = "torch"  # or "llama.cpp" (GGUF models; dtype and quant then come from the file)
+
+    def __post_init__(self) -> None:
+        if self.backend not in BACKENDS:
+            raise OutpaceError(f"backend must be one of {BACKENDS}, got {self.backend!r}")
+
+
+BACKENDS = ("torch", "llama.cpp")
 
 
 @dataclass(frozen=True)
@@ -39,21 +47,27 @@ class Engine:
 
 
 @lru_cache(maxsize=4)
-def load_cached(spec: str, dtype: str, quant: str | None = None) -> LoadedModel:
+def load_cached(spec: str, dtype: str, quant: str | None = None, backend: str = "torch") -> LoadedModel:
     """Load a model once per process (the benchmark and the server reuse it)."""
+    if backend == "llama.cpp":
+        from outpace.backends import llama_cpp
+
+        return llama_cpp.load(spec, threads=torch.get_num_threads())  # type: ignore[no-any-return]
     return load(spec, dtype, quant)
 
 
 Loader = Callable[..., LoadedModel]  # (spec, dtype, quant=None) -> LoadedModel
 
 
-def build(spec: EngineSpec, loader: Loader = load_cached) -> Engine:
-    """Load the target (and the drafter's models) and assemble a Decoder."""
+def build(spec: EngineSpec, loader: Loader | None = None) -> Engine:
+    """Load the target (and the drafter's models, on the same backend) and assemble a Decoder."""
+    if loader is None:
+        loader = partial(load_cached, backend=spec.backend)
     target = loader(spec.target, spec.dtype, spec.quant)
     drafter = make_drafter(spec.drafter, target, spec.dtype, loader)
     costs = None
     if drafter is not None and spec.cost_profile:
-        key = f"{target.name}-{spec.dtype}-{torch.get_num_threads()}t-torch{torch.__version__}"
+        key = f"{target.name}-{spec.dtype}-{spec.quant}-{torch.get_num_threads()}t-torch{torch.__version__}"
         costs = cached_costs(target.backend, models.cache_dir(), key.replace("/", "_"))
     decoder = Decoder(target.backend, target.tokenizer, drafter, eos_ids=target.eos_ids, costs=costs)
     return Engine(decoder, target, spec.drafter)

@@ -52,13 +52,15 @@ class Backend(Protocol):
         tokens: torch.Tensor,  # [n] int64
         parents: torch.Tensor | None = None,  # [n] int64, -1 = attached to the cache's last token
         hidden_layers: Sequence[int] = (),
+        last_only: bool = False,
     ) -> ForwardOutput:
         """Run n new tokens after the cache and append them to it.
 
         parents None: the tokens continue the cache as a chain (causal attention).
         parents given (needs capabilities.trees): the tokens form a tree; token i attends to the
         whole cache and to its ancestors, at position cache_len + depth(i) - 1.
-        Returns logits for every new token, and hidden states of `hidden_layers` if asked.
+        Returns logits for every new token (only the last one with last_only, which saves a
+        [n, vocab] matrix on long prefills), and hidden states of `hidden_layers` if asked.
         """
         ...
 

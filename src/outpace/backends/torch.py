@@ -15,7 +15,7 @@ from typing import Any, Sequence
 
 import torch
 
-from outpace.backends.base import Capabilities, ForwardOutput
+from outpace.backends.base import Backend, Capabilities, ForwardOutput
 from outpace.backends.quant import QuantConfig, quantize_model
 from outpace.errors import OutpaceError
 from outpace.tree import ancestor_mask, depths
@@ -55,6 +55,7 @@ class TorchBackend:
         tokens: torch.Tensor,  # [n] int64
         parents: torch.Tensor | None = None,  # [n] int64
         hidden_layers: Sequence[int] = (),
+        last_only: bool = False,
     ) -> ForwardOutput:
         start = self.cache_len(cache)
         n = int(tokens.shape[0])
@@ -75,6 +76,7 @@ class TorchBackend:
             past_key_values=cache,
             use_cache=True,
             output_hidden_states=bool(hidden_layers),
+            logits_to_keep=1 if last_only else 0,
         )
         hidden = {i: out.hidden_states[i][0] for i in hidden_layers}
         return ForwardOutput(out.logits[0].float(), hidden)
@@ -119,7 +121,7 @@ def _cache_layers(cache: Any) -> list[Any]:
 
 @dataclass(frozen=True)
 class LoadedModel:
-    backend: TorchBackend
+    backend: Backend
     tokenizer: Any  # a transformers PreTrainedTokenizerBase
     name: str
     eos_ids: tuple[int, ...]  # ids that end a generation (tokenizer's and generation config's)

@@ -47,7 +47,7 @@ class DraftModelDrafter:
         self._held = list(prompt[:-1])
         self._committed = len(self._held)
         if self._held:
-            self.backend.forward(self._cache, torch.tensor(self._held))
+            self.backend.forward(self._cache, torch.tensor(self._held), last_only=True)
 
     def propose(self, ctx: DraftContext) -> Draft:
         if ctx.budget <= 0:
@@ -77,7 +77,7 @@ class DraftModelDrafter:
         del self._held[keep:]
         self._held.extend(feed)
         self._committed = len(tokens)
-        return self.backend.forward(self._cache, torch.tensor(feed)).logits[-1]
+        return self.backend.forward(self._cache, torch.tensor(feed), last_only=True).logits[-1]
 
     def observe(self, draft: Draft, result: VerifyResult, target_logits: torch.Tensor) -> None:
         pass

@@ -156,9 +156,8 @@ class Api:
 
     def health(self) -> tuple[int, Health]:
         stats = self.scheduler.stats()
-        status = "ok" if stats.alive else "unavailable"
-        body = Health(status=status, model=self.model_id, queue_length=stats.queue_length,
-                      active_generations=stats.active)
+        body = Health(status="ok" if stats.alive else "unavailable", model=self.model_id,
+                      queue_length=stats.queue_length, active_generations=stats.active)
         return (200 if stats.alive else 503), body
 
     def models(self) -> ModelList:

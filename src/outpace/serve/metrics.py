@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import threading
-from collections import Counter
+from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Iterable
 
@@ -47,10 +47,10 @@ class Metrics:
         self.info = {"model": model, "drafter": drafter, "version": version}
         self._lock = threading.Lock()
         self._requests: Counter[tuple[str, str]] = Counter()
-        self._request_seconds: Counter[str] = Counter()
+        self._request_seconds: dict[str, float] = defaultdict(float)
         self._errors: Counter[tuple[str, str]] = Counter()
         self._finished: Counter[str] = Counter()
-        self._totals: Counter[str] = Counter()  # tokens, seconds, steps, draft positions
+        self._totals: dict[str, float] = defaultdict(float)  # tokens, seconds, steps, draft positions
 
     # ------------------------------------------------------------------ updates
 
@@ -92,39 +92,42 @@ class Metrics:
         return "\n".join(f.render() for f in families) + "\n"
 
     def _request_families(self) -> Iterable[_Family]:
+        info = _Family("outpace_info", "gauge", "The served model and drafter.").add(1, **self.info)
         requests = _Family("outpace_requests_total", "counter", "HTTP requests answered, by endpoint and status.")
         for (endpoint, status), n in sorted(self._requests.items()):
             requests.add(n, endpoint=endpoint, status=status)
-        seconds = _Family("outpace_request_seconds_total", "counter", "Wall time spent answering requests, by endpoint.")
+        seconds = _Family("outpace_request_seconds_total", "counter", "Time spent answering requests, by endpoint.")
         for endpoint, s in sorted(self._request_seconds.items()):
             seconds.add(s, endpoint=endpoint)
-        errors = _Family("outpace_errors_total", "counter", "Error responses (and streamed errors), by OpenAI error type and code.")
+        errors = _Family("outpace_errors_total", "counter", "Errors sent (as responses or in streams), by type and code.")
         for (kind, code), n in sorted(self._errors.items()):
             errors.add(n, type=kind, code=code)
-        info = _Family("outpace_info", "gauge", "The served model and drafter.").add(1, **self.info)
         return [info, requests, seconds, errors]
 
     def _generation_families(self, sched: SchedulerStats) -> Iterable[_Family]:
         t = self._totals
         steps = t["steps"]
-        gens = _Family("outpace_generations_total", "counter", "Generations by outcome: finish reason, cancelled or failed.")
+        gens = _Family("outpace_generations_total", "counter", "Generations by outcome: finish reason, cancelled, failed.")
         for reason, n in sorted(self._finished.items()):
             gens.add(n, outcome=reason)
         gens.add(sched.cancelled_queued + sched.cancelled_running, outcome="cancelled")
         gens.add(sched.failed, outcome="failed")
+        finished = "(finished generations)"
         return [
             gens,
             _counter("outpace_prompt_tokens_total", "Prompt tokens of started generations.", t["prompt_tokens"]),
-            _counter("outpace_generated_tokens_total", "Tokens generated (cancelled generations included).", t["generated_tokens"]),
-            _counter("outpace_generation_seconds_total", "Wall time the worker spent generating.", t["generation_seconds"]),
-            _counter("outpace_decode_steps_total", "Target forward passes of finished generations (one per step).", steps),
-            _counter("outpace_draft_tokens_accepted_total", "Draft tokens accepted, finished generations.", t["accepted"]),
-            _counter("outpace_draft_positions_proposed_total", "Draft positions (depths) proposed, finished generations.", t["proposed_positions"]),
-            _gauge("outpace_mean_accepted_tokens_per_step", "tau: tokens committed per target forward, finished generations.",
-                   (t["accepted"] + steps) / steps if steps else 0.0),
-            _gauge("outpace_acceptance_rate", "Accepted / proposed draft positions, finished generations.",
+            _counter("outpace_generated_tokens_total", "Tokens generated, cancelled generations included.",
+                     t["generated_tokens"]),
+            _counter("outpace_generation_seconds_total", "Time the worker spent generating.", t["generation_seconds"]),
+            _counter("outpace_decode_steps_total", f"Target forwards, one per step {finished}.", steps),
+            _counter("outpace_draft_tokens_accepted_total", f"Draft tokens accepted {finished}.", t["accepted"]),
+            _counter("outpace_draft_positions_proposed_total", f"Draft depths proposed {finished}.",
+                     t["proposed_positions"]),
+            _gauge("outpace_mean_accepted_tokens_per_step", f"tau, tokens committed per target forward {finished}.",
+                   _ratio(t["accepted"] + steps, steps)),
+            _gauge("outpace_acceptance_rate", f"Accepted / proposed draft depths {finished}.",
                    _ratio(t["accepted_positions"], t["proposed_positions"])),
-            _gauge("outpace_tokens_per_second", "Generated tokens per second of generation time, lifetime.",
+            _gauge("outpace_tokens_per_second", "Generated tokens per second of generation time.",
                    _ratio(t["generated_tokens"], t["generation_seconds"])),
         ]
 
@@ -135,7 +138,7 @@ def _scheduler_families(s: SchedulerStats) -> Iterable[_Family]:
     cancelled.add(s.cancelled_queued, stage="queued").add(s.cancelled_running, stage="running")
     return [
         cancelled,
-        _counter("outpace_requests_rejected_total", "Requests refused with 429 because the queue was full.", s.rejected),
+        _counter("outpace_requests_rejected_total", "Requests refused with 429: the queue was full.", s.rejected),
         _gauge("outpace_queue_length", "Requests waiting for the generation worker.", s.queue_length),
         _gauge("outpace_queue_capacity", "Most requests that may wait (--max-queue).", s.capacity),
         _gauge("outpace_active_generations", "Generations running now (0 or 1).", s.active),

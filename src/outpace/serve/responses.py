@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from typing import Protocol
+from typing import Any, Protocol
 
 from pydantic import BaseModel
 
@@ -51,7 +51,7 @@ class _Base:
         self.created = int(time.time())
         self.model = model
 
-    def _head(self) -> dict[str, object]:
+    def _head(self) -> dict[str, Any]:
         return {"id": self.id, "created": self.created, "model": self.model, "system_fingerprint": FINGERPRINT}
 
 
@@ -70,16 +70,16 @@ class ChatFormat(_Base):
         return self._chunk(ChatDelta(), finish_reason, report)
 
     def usage(self, usage: Usage) -> ChatCompletionChunk:
-        return ChatCompletionChunk(**self._head(), choices=[], usage=usage)  # type: ignore[arg-type]
+        return ChatCompletionChunk(**self._head(), choices=[], usage=usage)
 
     def whole(self, text: str, finish_reason: str, usage: Usage, report: SpeculativeReport) -> ChatCompletion:
         choice = ChatChoice(message=AssistantMessage(content=text), finish_reason=finish_reason)
-        return ChatCompletion(**self._head(), choices=[choice], usage=usage, speculative=report)  # type: ignore[arg-type]
+        return ChatCompletion(**self._head(), choices=[choice], usage=usage, speculative=report)
 
     def _chunk(self, delta: ChatDelta, finish: str | None = None,
                report: SpeculativeReport | None = None) -> ChatCompletionChunk:
         choice = ChatChunkChoice(delta=delta, finish_reason=finish)
-        return ChatCompletionChunk(**self._head(), choices=[choice], speculative=report)  # type: ignore[arg-type]
+        return ChatCompletionChunk(**self._head(), choices=[choice], speculative=report)
 
 
 class CompletionFormat(_Base):
@@ -95,7 +95,7 @@ class CompletionFormat(_Base):
         return self._completion("", finish_reason, report=report)
 
     def usage(self, usage: Usage) -> Completion:
-        return Completion(**self._head(), choices=[], usage=usage)  # type: ignore[arg-type]
+        return Completion(**self._head(), choices=[], usage=usage)
 
     def whole(self, text: str, finish_reason: str, usage: Usage, report: SpeculativeReport) -> Completion:
         return self._completion(text, finish_reason, usage, report)
@@ -103,4 +103,4 @@ class CompletionFormat(_Base):
     def _completion(self, text: str, finish: str | None = None, usage: Usage | None = None,
                     report: SpeculativeReport | None = None) -> Completion:
         choice = CompletionChoice(text=text, finish_reason=finish)
-        return Completion(**self._head(), choices=[choice], usage=usage, speculative=report)  # type: ignore[arg-type]
+        return Completion(**self._head(), choices=[choice], usage=usage, speculative=report)

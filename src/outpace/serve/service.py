@@ -75,10 +75,11 @@ class GenerationService:
         self.metrics = metrics
         self.engine_drafter = engine.drafter_name
         self._speculative = dec if dec.drafter is not None else None
-        self._plain = Decoder(dec.target, dec.tokenizer, None, eos_ids=dec.eos_ids)
+        eos_ids = sorted(dec.eos_ids)
+        self._plain = Decoder(dec.target, dec.tokenizer, None, eos_ids=eos_ids)
         # The worker thread detokenizes with dec.tokenizer; requests are tokenized on the event
         # loop with a copy, so one Rust tokenizer is never used from two threads at once.
-        self._encoder = Decoder(dec.target, _private_copy(dec.tokenizer), None, eos_ids=dec.eos_ids)
+        self._encoder = Decoder(dec.target, _private_copy(dec.tokenizer), None, eos_ids=eos_ids)
 
     @property
     def model_ids(self) -> tuple[str, ...]:
@@ -211,7 +212,9 @@ class GenerationService:
                     self.metrics.generation_finished(finish_reason(chunk.finish_reason), chunk.stats)
                 yield chunk
         finally:
-            stream.close()
+            close = getattr(stream, "close", None)  # a generator: closing it ends the decoding loop
+            if close is not None:
+                close()
 
     def report(self, plan: Plan, stats: GenerationStats) -> SpeculativeReport:
         """The `speculative` echo: the request's settings and what they achieved."""

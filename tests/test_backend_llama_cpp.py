@@ -1,0 +1,123 @@
+"""The llama.cpp backend on tiny GGUF files written in the test: cache operations, greedy
+equality of speculative and autoregressive decoding, and statistical losslessness on its logits."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import pytest
+import torch
+
+pytest.importorskip("llama_cpp")
+
+from outpace.backends.llama_cpp import LlamaCppBackend  # noqa: E402
+from outpace.decoder import Decoder, GenerationConfig  # noqa: E402
+from outpace.drafters.draft_model import DraftModelDrafter  # noqa: E402
+from outpace.drafters.prompt_lookup import PromptLookupConfig, PromptLookupDrafter  # noqa: E402
+from outpace.sampling import SamplingConfig, probs  # noqa: E402
+from outpace.tree import with_root  # noqa: E402
+from stats import ALPHA, chi_square_pvalue  # noqa: E402
+from test_decoder import OracleDrafter  # noqa: E402
+from tiny_gguf import write_tiny_gguf  # noqa: E402
+
+W = 259  # first word token
+PROMPTS = [[1, W, W + 1, W + 2, W, W + 1, W + 3], [1, 40, 41, 42, 40, 41, 43, 40], [1, 100]]
+
+
+@pytest.fixture(scope="module")
+def gguf_target(tmp_path_factory):
+    return LlamaCppBackend(write_tiny_gguf(tmp_path_factory.mktemp("g") / "t.gguf", seed=0), threads=1)
+
+
+@pytest.fixture(scope="module")
+def gguf_draft(tmp_path_factory):
+    return LlamaCppBackend(write_tiny_gguf(tmp_path_factory.mktemp("g") / "d.gguf", seed=1), threads=1)
+
+
+def chain_logits(backend, prefix, seq):
+    cache = backend.new_cache()
+    backend.forward(cache, torch.tensor(prefix))
+    return backend.forward(cache, torch.tensor(seq)).logits
+
+
+def test_batched_forward_matches_one_token_at_a_time(gguf_target):
+    b = gguf_target
+    full = chain_logits(b, [1, 5, 6], [7, 8, 9])
+    cache = b.new_cache()
+    b.forward(cache, torch.tensor([1, 5, 6]))
+    single = torch.cat([b.forward(cache, torch.tensor([t])).logits for t in (7, 8, 9)])
+    torch.testing.assert_close(full, single, atol=1e-3, rtol=1e-3)
+
+
+def test_tree_forward_matches_each_branch(gguf_target):
+    prefix = [1, 30, 31, 32]
+    tokens = [9, 2, 7, 6, 8, 0]
+    parents = torch.tensor([-1, 0, 0, 1, 2, 2])
+    cache = gguf_target.new_cache()
+    gguf_target.forward(cache, torch.tensor(prefix))
+    tree = gguf_target.forward(cache, torch.tensor(tokens), parents).logits
+    gguf_target.keep(cache, len(prefix), [0])
+    for path in ([0, 1, 3], [0, 2, 4], [0, 2, 5]):
+        chain = chain_logits(gguf_target, prefix, [tokens[i] for i in path])
+        torch.testing.assert_close(tree[path], chain, atol=1e-3, rtol=1e-3)
+
+
+def test_keep_compacts_to_the_accepted_path_and_frees_scratch_sequences(gguf_target):
+    b = gguf_target
+    free_before = len(b._pool.free)
+    prefix = [1, 30, 31, 32]
+    cache = b.new_cache()
+    b.forward(cache, torch.tensor(prefix))
+    b.forward(cache, torch.tensor([9, 2, 7, 6, 8]), with_root(torch.tensor([-1, -1, 0, 1])))
+    b.keep(cache, len(prefix), [0, 2, 4])  # root 9, then 7, then 8
+    assert b.cache_len(cache) == len(prefix) + 3
+    after = b.forward(cache, torch.tensor([11])).logits
+    torch.testing.assert_close(after, chain_logits(b, prefix + [9, 7, 8], [11]), atol=1e-3, rtol=1e-3)
+    del cache
+    assert len(b._pool.free) == free_before
+
+
+def test_rollback(gguf_target):
+    cache = gguf_target.new_cache()
+    gguf_target.forward(cache, torch.tensor([1, 2, 3, 4, 5, 6]))
+    gguf_target.rollback(cache, 3)
+    after = gguf_target.forward(cache, torch.tensor([7])).logits
+    torch.testing.assert_close(after, chain_logits(gguf_target, [1, 2, 3], [7]), atol=1e-3, rtol=1e-3)
+
+
+CFG = GenerationConfig(max_new_tokens=32, draft_length=4)
+
+
+@pytest.mark.parametrize("prompt", PROMPTS)
+def test_greedy_speculative_equals_autoregressive(gguf_target, gguf_draft, prompt):
+    ar = Decoder(gguf_target, None).generate(prompt, CFG).tokens
+    drafters = [
+        DraftModelDrafter(gguf_draft),
+        DraftModelDrafter(gguf_target),  # self-drafting: two caches on one llama.cpp context
+        PromptLookupDrafter(),
+        PromptLookupDrafter(PromptLookupConfig(branches=3)),
+        OracleDrafter(prompt + ar),
+        OracleDrafter(prompt + ar, wrong=True),
+        OracleDrafter(prompt + ar, tree=True),
+    ]
+    for drafter in drafters:
+        assert Decoder(gguf_target, None, drafter).generate(prompt, CFG).tokens == ar, drafter.name
+
+
+def test_sampling_on_llama_cpp_logits_is_lossless(gguf_target, gguf_draft):
+    """Chi-square on the first two tokens against the exact joint from the backend's logits;
+    top-k 6 keeps 36 cells; false-failure rate 1e-4 (tests/stats.py)."""
+    prompt, n = [1, 50, 51], 1500
+    sampling = SamplingConfig(temperature=1.0, top_k=6)
+    p1 = probs(chain_logits(gguf_target, prompt[:-1], prompt[-1:])[-1], sampling)
+    exact = {}
+    for a in p1.nonzero().flatten().tolist():
+        p2 = probs(chain_logits(gguf_target, prompt, [a])[-1], sampling)
+        for b in p2.nonzero().flatten().tolist():
+            exact[(a, b)] = float(p1[a] * p2[b])
+    counts = Counter()
+    drafter = DraftModelDrafter(gguf_draft)
+    for seed in range(n):
+        cfg = GenerationConfig(max_new_tokens=2, draft_length=3, sampling=SamplingConfig(1.0, 6, 1.0, seed))
+        counts[tuple(Decoder(gguf_target, None, drafter).generate(prompt, cfg).tokens)] += 1
+    assert chi_square_pvalue(counts, exact, n) > ALPHA
