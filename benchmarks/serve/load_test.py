@@ -77,6 +77,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--request-timeout", type=float, default=600.0)
     p.add_argument("--run-timeout", type=float, default=3600.0)
     p.add_argument("--out", default=str(HERE / "load-test.md"))
+    p.add_argument("--note", default="", help="a line on the conditions of the run, put in the report")
     return p
 
 
@@ -153,6 +154,7 @@ def render(args: argparse.Namespace, f: dict[str, Any]) -> str:
         "",
         f"Run {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC by `benchmarks/serve/load_test.py` "
         f"on {platform.machine()} with {os.cpu_count()} CPU cores, Python {platform.python_version()}.",
+        *([args.note] if args.note else []),
         "",
         "| setting | value |",
         "| --- | --- |",

@@ -15,6 +15,7 @@ import torch
 from outpace import models
 from outpace.backends.torch import LoadedModel, load
 from outpace.decoder import Decoder
+from outpace.drafters import specs as model_free
 from outpace.drafters.base import Drafter
 from outpace.drafters.draft_model import DraftModelDrafter, check_same_tokenizer
 from outpace.drafters.prompt_lookup import PromptLookupConfig, PromptLookupDrafter
@@ -94,6 +95,11 @@ def _draft_model(arg: str, target: LoadedModel, dtype: str, loader: Loader) -> D
 DRAFTERS: dict[str, tuple[DrafterFactory, str]] = {
     "prompt-lookup": (_prompt_lookup, "prompt-lookup[:max_ngram=3,min_ngram=1,branches=1]"),
     "draft-model": (_draft_model, "draft-model:MODEL[,quant=int8|int4]"),
+    "recycling": (model_free.recycling, model_free.RECYCLING_USAGE),
+    "aded": (model_free.aded, model_free.ADED_USAGE),
+    "stand": (model_free.stand, model_free.STAND_USAGE),
+    "rest": (model_free.rest, model_free.REST_USAGE),
+    "rasd": (model_free.rasd, model_free.RASD_USAGE),
 }
 
 

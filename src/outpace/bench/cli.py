@@ -102,7 +102,8 @@ def _run_bench(args: argparse.Namespace) -> int:
     methods = parse_methods(args.methods)
     questions, digest = load_suite(args.suite, args.questions)
     config = RunConfig(
-        target=args.target, methods=methods, dtype=args.dtype, threads=args.threads,
+        target=args.target, methods=methods, dtype=args.dtype, backend=args.backend, quant=args.quant,
+        adaptive=args.adaptive, threads=args.threads,
         max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
         seed=args.seed, draft_length=args.draft_length, repeats=args.repeats, per_task=args.per_task,
         suite=args.suite, questions=args.questions, questions_sha256=digest, draft=_draft_for(methods, args.draft),
@@ -149,8 +150,8 @@ def _run_profile(args: argparse.Namespace) -> int:
         raise OutpaceError(f"--ks must be comma-separated integers, got {args.ks!r}") from None
     set_threads(args.threads)
     draft = None if args.draft in ("", "none") else args.draft
-    result = measure(args.target, args.dtype, draft, ks, args.context, args.repeats,
-                     say=lambda m: print(f"outpace bench profile: {m}", file=sys.stderr))
+    result = measure(args.target, args.dtype, draft, ks, args.context, args.repeats, quant=args.quant,
+                     backend=args.backend, say=lambda m: print(f"outpace bench profile: {m}", file=sys.stderr))
     path = Path(args.out)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")

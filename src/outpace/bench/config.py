@@ -11,8 +11,9 @@ drafter). New drafters therefore become benchmark methods without any change her
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields
-from typing import Any, Mapping
+from typing import Any
 
 from outpace.errors import OutpaceError
 
@@ -21,6 +22,7 @@ HF_AR = "hf-ar"
 PEERS: tuple[str, ...] = ("hf-ar", "hf-assisted", "hf-prompt-lookup", "llama-cpp-ar")
 SUITES: tuple[str, ...] = ("spec-bench", "humaneval")
 DTYPES: tuple[str, ...] = ("bfloat16", "float32", "float16")
+BACKENDS: tuple[str, ...] = ("torch", "llama.cpp")
 DEFAULT_DRAFT = "qwen2.5-coder-0.5b"
 #: Drafter kinds that run no model: the projection charges them no per-token draft cost.
 MODEL_FREE_KINDS: frozenset[str] = frozenset({"prompt-lookup"})
@@ -95,11 +97,17 @@ class RunConfig:
     questions_sha256: digest of the question file's bytes, so a resume notices edited prompts.
     per_task:         first N prompts per task (see `outpace.bench.questions.select`); None = all.
     draft:            the draft model of ``hf-assisted``.
+    backend, quant:   how outpace methods run the target (``outpace.engine.EngineSpec``); the
+                      transformers peers always use the torch model at `dtype`.
+    adaptive:         outpace methods choose each step's draft length (``--adaptive``).
     """
 
     target: str
     methods: tuple[str, ...]
     dtype: str = "bfloat16"
+    backend: str = "torch"
+    quant: str | None = None
+    adaptive: bool = False
     threads: int | None = None
     max_new_tokens: int = 256
     temperature: float = 0.0
@@ -123,6 +131,8 @@ class RunConfig:
             raise OutpaceError(f"methods must be distinct, got {', '.join(self.methods)}")
         if self.dtype not in DTYPES:
             raise OutpaceError(f"dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
+        if self.backend not in BACKENDS:
+            raise OutpaceError(f"backend must be one of {', '.join(BACKENDS)}, got {self.backend!r}")
         if self.suite not in SUITES:
             raise OutpaceError(f"unknown suite {self.suite!r}; known: {', '.join(SUITES)}")
         if self.questions is not None and self.suite != "spec-bench":

@@ -6,7 +6,7 @@ import importlib.metadata
 import os
 import platform
 import sys
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 LIBRARIES = ("torch", "transformers", "llama-cpp-python", "outpace", "numpy")
@@ -67,4 +67,4 @@ def machine() -> dict[str, Any]:
 
 
 def now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+    return datetime.now(UTC).isoformat(timespec="seconds")

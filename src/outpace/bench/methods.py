@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Protocol, Sequence
+from typing import Any, Protocol
 
 from outpace.bench.config import HF_AR, PEERS, RunConfig, drafter_spec, is_peer
 from outpace.errors import OutpaceError
@@ -57,6 +58,7 @@ class Settings:
     top_p: float = 1.0
     seed: int | None = None
     draft_length: int = 4
+    adaptive: bool = False  # outpace methods only
 
     @property
     def greedy(self) -> bool:
@@ -64,7 +66,8 @@ class Settings:
 
     @classmethod
     def from_config(cls, c: RunConfig, max_new_tokens: int | None = None) -> Settings:
-        return cls(max_new_tokens or c.max_new_tokens, c.temperature, c.top_k, c.top_p, c.seed, c.draft_length)
+        return cls(max_new_tokens or c.max_new_tokens, c.temperature, c.top_k, c.top_p, c.seed, c.draft_length,
+                   c.adaptive)
 
 
 class Method(Protocol):
@@ -109,7 +112,8 @@ class OutpaceMethod:
         from outpace.sampling import SamplingConfig
 
         sampling = SamplingConfig(settings.temperature, settings.top_k, settings.top_p, settings.seed)
-        cfg = GenerationConfig(settings.max_new_tokens, sampling, (), settings.draft_length)
+        cfg = GenerationConfig(settings.max_new_tokens, sampling, (), settings.draft_length,
+                               adaptive=settings.adaptive)
         t0 = time.perf_counter()
         result = self.decoder.generate(list(prompt), cfg)
         wall = time.perf_counter() - t0
@@ -201,10 +205,14 @@ class LlamaCppMethod:
         out: list[int] = []
         t0 = time.perf_counter()
         self.llm.reset()  # no prefix reuse between calls: every turn pays its own prefill
-        for token in self.llm.generate(list(prompt), reset=True, repeat_penalty=1.0, **sampling):
-            out.append(int(token))
-            if token in self.eos or len(out) >= settings.max_new_tokens:
-                break
+        stream = self.llm.generate(list(prompt), reset=True, repeat_penalty=1.0, **sampling)
+        try:
+            for token in stream:
+                out.append(int(token))
+                if token in self.eos or len(out) >= settings.max_new_tokens:
+                    break
+        finally:
+            stream.close()
         wall = time.perf_counter() - t0
         tokens, reason = _finish(out, self.eos, settings.max_new_tokens)
         return Generation(tuple(tokens), self.tokenizer.decode(tokens, skip_special_tokens=True), reason, wall)
@@ -217,7 +225,7 @@ class _Probe(Exception):
     """Raised by the probing loader: the drafter spec parsed and asked for this model."""
 
 
-def _probe_loader(spec: str, dtype: str) -> Any:
+def _probe_loader(spec: str, *args: Any, **kwargs: Any) -> Any:
     raise _Probe(spec)
 
 
@@ -241,8 +249,8 @@ def check_methods(methods: Sequence[str], dtype: str) -> None:
             raise OutpaceError(
                 f"unknown method {method!r}: {err}\n(peers: {', '.join(PEERS)}; 'ar' is outpace without a drafter)"
             ) from None
-        except Exception:  # noqa: BLE001 - the drafter needs a real target to check more; build() will
-            pass
+        except Exception:  # noqa: BLE001, S110 - needs a real target to check further; build() will
+            continue
 
 
 def build_methods(
@@ -250,35 +258,56 @@ def build_methods(
 ) -> tuple[dict[str, Method], dict[str, str], Any]:
     """Load what `names` need. Returns (method by name, skip reason by name, the ``ar``
     decoder, which encodes every prompt)."""
-    from outpace.engine import EngineSpec, build, load_cached
+    from outpace.engine import EngineSpec, build
 
-    say(f"loading target {config.target} ({config.dtype}) ...")
-    target = load_cached(config.target, config.dtype)
-    reference = build(EngineSpec(config.target, "none", config.dtype)).decoder
+    def spec(drafter: str) -> EngineSpec:
+        return EngineSpec(config.target, drafter, config.dtype, quant=config.quant, backend=config.backend)
+
+    say(f"loading target {config.target} ({_engine_label(config)}) ...")
+    reference = build(spec("none")).decoder
     methods: dict[str, Method] = {}
     skipped: dict[str, str] = {}
     for name in names:
         if not is_peer(name):
             if name != "ar":
                 say(f"building {name} ...")
-            methods[name] = OutpaceMethod(name, build(EngineSpec(config.target, drafter_spec(name), config.dtype)).decoder)
+            methods[name] = OutpaceMethod(name, build(spec(drafter_spec(name))).decoder)
             continue
         try:
-            methods[name] = _peer(name, config, target, say)
+            methods[name] = _peer(name, config, reference, say)
         except MethodUnavailable as why:
             skipped[name] = str(why)
             say(f"skipping {name}: {why}")
     return methods, skipped, reference
 
 
-def _peer(name: str, config: RunConfig, target: Any, say: Callable[[str], None]) -> Method:
+def _engine_label(config: RunConfig) -> str:
+    if config.backend == "llama.cpp":
+        return "llama.cpp backend"
+    return config.dtype + (f", {config.quant}" if config.quant else "")
+
+
+def _torch_target(config: RunConfig) -> Any:
+    """The torch model of the target: the very object outpace methods run when the backend is
+    torch (quantized or not), else the target loaded in torch at `dtype`. Called with the
+    arguments `outpace.engine.build` uses, so `load_cached` returns the object it holds."""
+    from outpace.engine import load_cached
+
+    quant = config.quant if config.backend == "torch" else None
+    return load_cached(config.target, config.dtype, quant, backend="torch")
+
+
+def _peer(name: str, config: RunConfig, reference: Any, say: Callable[[str], None]) -> Method:
     if name == "llama-cpp-ar":
-        return _llama(config, target, say)
+        return _llama(config, reference, say)
     try:
         import transformers  # noqa: F401
     except ImportError as err:
         raise MethodUnavailable(f"transformers is not installed ({err})") from None
-    model, tok, eos = target.backend.model, target.tokenizer, target.eos_ids
+    target = _torch_target(config)
+    model, tok, eos = getattr(target.backend, "model", None), target.tokenizer, target.eos_ids
+    if model is None or not hasattr(model, "generate"):
+        raise MethodUnavailable(f"{target.name} is not a transformers model here")
     if name == HF_AR:
         return HFMethod(name, model, tok, eos)
     if name == "hf-prompt-lookup":
@@ -291,7 +320,7 @@ def _assistant(config: RunConfig, target: Any, say: Callable[[str], None]) -> An
 
     say(f"loading hf-assisted draft {config.draft} ({config.dtype}) ...")
     try:
-        draft = load_cached(config.draft, config.dtype)
+        draft = load_cached(config.draft, config.dtype, None, backend="torch")  # as draft-model: loads it
     except OutpaceError as err:
         raise MethodUnavailable(f"draft model {config.draft} cannot be loaded: {err}") from None
     if draft.tokenizer.get_vocab() != target.tokenizer.get_vocab():
@@ -299,7 +328,7 @@ def _assistant(config: RunConfig, target: Any, say: Callable[[str], None]) -> An
     return draft.backend.model
 
 
-def _llama(config: RunConfig, target: Any, say: Callable[[str], None]) -> Method:
+def _llama(config: RunConfig, reference: Any, say: Callable[[str], None]) -> Method:
     from outpace import models
 
     source = models.resolve(config.target)
@@ -316,4 +345,4 @@ def _llama(config: RunConfig, target: Any, say: Callable[[str], None]) -> Method
                     n_threads_batch=threads, verbose=False)
     except (ValueError, RuntimeError) as err:
         raise MethodUnavailable(f"llama.cpp cannot load {source.path_or_id}: {err}") from None
-    return LlamaCppMethod(llm, target.tokenizer, target.eos_ids, LLAMA_N_CTX)
+    return LlamaCppMethod(llm, reference.tokenizer, sorted(reference.eos_ids), LLAMA_N_CTX)

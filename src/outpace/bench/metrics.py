@@ -18,8 +18,8 @@ from __future__ import annotations
 
 import statistics
 from collections import Counter, defaultdict
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Iterable, Sequence
 
 from outpace.bench.costs import CostProfile
 from outpace.bench.records import TurnRecord

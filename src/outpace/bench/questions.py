@@ -19,9 +19,9 @@ import hashlib
 import importlib.resources
 import json
 from collections import OrderedDict
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Sequence
 
 from outpace.errors import OutpaceError
 

@@ -14,9 +14,10 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterable, Mapping
 from dataclasses import MISSING, asdict, dataclass, fields
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, Self
 
 from outpace.bench.config import RunConfig
 from outpace.errors import OutpaceError
@@ -143,7 +144,7 @@ class RecordWriter:
     loses at most the turn in progress."""
 
     def __init__(self, out: Path) -> None:
-        self._file = open(out / RECORDS_FILE, "a", encoding="utf-8")
+        self._file = open(out / RECORDS_FILE, "a", encoding="utf-8")  # noqa: SIM115 - closed in close()
 
     def write(self, record: TurnRecord) -> None:
         self._file.write(json.dumps(record.to_json(), ensure_ascii=False) + "\n")
@@ -153,7 +154,7 @@ class RecordWriter:
     def close(self) -> None:
         self._file.close()
 
-    def __enter__(self) -> RecordWriter:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -9,12 +9,21 @@ from __future__ import annotations
 import json
 import shlex
 import statistics
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 from outpace.bench import metrics, plots, records
-from outpace.bench.config import BASELINE, HF_AR, MODEL_FREE_KINDS, RunConfig, is_peer, method_kind, reference_of
+from outpace.bench.config import (
+    BASELINE,
+    HF_AR,
+    MODEL_FREE_KINDS,
+    RunConfig,
+    is_peer,
+    method_kind,
+    reference_of,
+)
 from outpace.bench.costs import CostProfile
 from outpace.bench.metrics import Exactness, Spread, TimeSplit
 from outpace.bench.questions import TASK_TITLES, task_order
@@ -141,6 +150,12 @@ def command_line(config: RunConfig) -> str:
             "--dtype", config.dtype, "--max-new-tokens", str(config.max_new_tokens),
             "--temperature", f"{config.temperature:g}", "--draft-length", str(config.draft_length),
             "--repeats", str(config.repeats), "--draft", config.draft]
+    if config.backend != "torch":
+        args += ["--backend", config.backend]
+    if config.quant:
+        args += ["--quant", config.quant]
+    if config.adaptive:
+        args.append("--adaptive")
     if config.threads:
         args += ["--threads", str(config.threads)]
     if config.per_task:
@@ -169,8 +184,11 @@ def render(config: RunConfig, recs: Sequence[TurnRecord], sessions: Sequence[Map
            profile: CostProfile | None, plot_files: Sequence[str], plot_note: str = "") -> str:
     """The whole report as markdown."""
     rows, tasks, baseline = summarize(config, recs, profile)
+    engine = config.dtype if config.backend == "torch" else "llama.cpp backend"
+    engine += f", {config.quant}" if config.quant else ""
+    engine += ", adaptive draft length" if config.adaptive else ""
     out = ["# outpace bench report", "",
-           f"Target `{config.target}` ({config.dtype}), {'greedy' if config.greedy else f'temperature {config.temperature:g}'}, "
+           f"Target `{config.target}` ({engine}), {'greedy' if config.greedy else f'temperature {config.temperature:g}'}, "
            f"{config.max_new_tokens} new tokens at most, draft length {config.draft_length}, "
            f"suite {config.questions or config.suite}" + (f", {config.per_task} prompts per task" if config.per_task else "")
            + f", {config.repeats} repeat(s). Speedups are relative to `{baseline}`.", "",
@@ -194,10 +212,10 @@ def _notes(config: RunConfig, rows: Sequence[MethodRow], profile: CostProfile | 
         f"Speedup: mean tokens/s over prompts (a prompt's tokens/s = its new tokens / its wall time, all turns, "
         f"prefill included) divided by `{baseline}`'s, on the turns both ran; "
         + ("median and (min–max) over repeats." if config.repeats > 1 else "one repeat."),
-        "Mean accepted tokens (tau): tokens committed per target forward, sum(accepted + 1) / steps; "
-        "— for peers, whose engines do not report steps.",
-        "Exact: turns whose new token ids equal the reference method's (outpace methods vs `ar`, "
-        "transformers peers vs `hf-ar`).",
+        ("Mean accepted tokens (tau): tokens committed per target forward, sum(accepted + 1) / steps; "
+        "— for peers, whose engines do not report steps."),
+        ("Exact: turns whose new token ids equal the reference method's (outpace methods vs `ar`, "
+        "transformers peers vs `hf-ar`)."),
     ]
     inexact = [r.method for r in rows if r.exact is not None and r.exact.matched < r.exact.total]
     if inexact and config.dtype != "float32":

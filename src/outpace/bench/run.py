@@ -14,9 +14,10 @@ first-turn answer of a half-done prompt is taken from its record.
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 from outpace.bench import machine, records
 from outpace.bench.config import RunConfig

@@ -1,19 +1,25 @@
 """Prompt lookup decoding (Saxena, 2023, "Prompt Lookup Decoding"): propose the tokens that
 followed the most recent earlier occurrence of the context's last n-gram. With branches > 1,
-the continuations of several matches are merged into a trie and verified as one tree."""
+the continuations of several matches are merged into a trie and verified as one tree.
+
+One member of the model-free family: the n-gram lookup is the shared incremental
+`drafters.ngram.ContextIndex` (each step indexes only the newly committed tokens), the tree is
+`tree.build_trie`."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Sequence
 
-import numpy as np
 import torch
 
 from outpace.drafters.base import DraftContext
+from outpace.drafters.ngram import ContextIndex, find_continuations
 from outpace.errors import OutpaceError
 from outpace.tree import build_trie
 from outpace.types import Draft, VerifyResult
+
+__all__ = ["PromptLookupConfig", "PromptLookupDrafter", "find_continuations"]
 
 
 @dataclass(frozen=True)
@@ -31,27 +37,6 @@ class PromptLookupConfig:
             raise OutpaceError(f"prompt lookup branches must be >= 1, got {self.branches}")
 
 
-def find_continuations(
-    tokens: np.ndarray, max_ngram: int, min_ngram: int, length: int, limit: int
-) -> list[list[int]]:
-    """Continuations (up to `length` tokens) after earlier occurrences of the trailing n-gram,
-    most recent occurrence first, trying the longest n first; at most `limit` distinct ones."""
-    n_tok = tokens.shape[0]
-    found: list[list[int]] = []
-    for n in range(min(max_ngram, n_tok - 1), min_ngram - 1, -1):
-        windows = np.lib.stride_tricks.sliding_window_view(tokens[: n_tok - 1], n)  # [n_tok-n, n]
-        starts = np.flatnonzero((windows == tokens[n_tok - n :]).all(axis=1))[::-1]
-        for s in starts.tolist():
-            cont = tokens[s + n : s + n + length].tolist()
-            if cont and cont not in found:
-                found.append(cont)
-                if len(found) == limit:
-                    return found
-        if found:
-            return found
-    return found
-
-
 class PromptLookupDrafter:
     """Model-free n-gram drafter over the context itself. Deterministic: q is None."""
 
@@ -60,18 +45,18 @@ class PromptLookupDrafter:
     def __init__(self, config: PromptLookupConfig = PromptLookupConfig()) -> None:
         self.config = config
         self.makes_trees = config.branches > 1
+        self.index = ContextIndex(config.max_ngram)
 
     def start(self, prompt: Sequence[int]) -> None:
-        pass
+        self.index.reset(prompt)
 
     def propose(self, ctx: DraftContext) -> Draft:
         if ctx.budget <= 0:
             return Draft.empty()
         cfg = self.config
         per_branch = ctx.budget if cfg.branches == 1 else max(1, ctx.budget // cfg.branches)
-        conts = find_continuations(
-            np.asarray(ctx.tokens, dtype=np.int64), cfg.max_ngram, cfg.min_ngram, per_branch, cfg.branches
-        )
+        self.index.sync(ctx.tokens)
+        conts = self.index.continuations(cfg.max_ngram, cfg.min_ngram, per_branch, cfg.branches)
         if len(conts) <= 1:
             return Draft.chain(conts[0] if conts else [])
         tokens, parents = build_trie(conts)

@@ -47,9 +47,10 @@ _TEMPLATE_RUNS: tuple[tuple[tuple[int, ...], int], ...] = (
 )
 
 
-def paper_template() -> list[tuple[int, ...]]:
-    """The 80 rank paths of the paper's template, level by level."""
-    return [prefix + (r,) for prefix, count in _TEMPLATE_RUNS for r in range(count)]
+def paper_template(k: int = 8) -> list[tuple[int, ...]]:
+    """The rank paths of the paper's template (80 nodes for k = 8), level by level; with k < 8,
+    only the nodes whose ranks are all below k."""
+    return [p + (r,) for p, count in _TEMPLATE_RUNS for r in range(count) if max(p + (r,)) < k]
 
 
 @dataclass(frozen=True)
@@ -176,7 +177,7 @@ class RecyclingDrafter:
     def __init__(self, vocab_size: int, config: RecyclingConfig = RecyclingConfig(),
                  template: Sequence[tuple[int, ...]] | None = None) -> None:
         self.config = config
-        self.template = list(template) if template is not None else paper_template()
+        self.template = list(template) if template is not None else paper_template(config.k)
         if any(r >= config.k for p in self.template for r in p):
             raise OutpaceError(f"the recycling tree template uses ranks >= k={config.k}")
         if vocab_size < config.k:

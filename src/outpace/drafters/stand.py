@@ -237,7 +237,8 @@ class StandDrafter:
                     continue
                 toks, p = found
                 p = p / p.sum()
-                order = gumbel_top(np.log(np.maximum(p, 1e-30)), wanted[parent], rng)
+                m = min(wanted[parent], int((p > 0).sum()))  # draw only tokens of positive mass
+                order = gumbel_top(np.log(np.maximum(p, 1e-300)), m, rng)
                 drawn[parent] = (toks, order, without_replacement(p, order) if rng is not None else [])
             toks, order, cond = drawn[parent]
             r = path[-1]
@@ -258,9 +259,11 @@ class StandDrafter:
         self.stats.record(self._paths, result.accepted)
         rows = [0] + [i + 1 for i in result.accepted]
         dist = probs(target_logits[rows], self._sampling)  # [len(rows), vocab]
-        top = torch.topk(dist, self.config.top_k, dim=-1)
+        top = torch.topk(dist, min(self.config.top_k, dist.shape[-1]), dim=-1)
         context = list(self._tail)
         for j, row in enumerate(rows):
             if j:
                 context.append(int(draft.tokens[row - 1]))
-            self.table.observe(context[-self.config.max_n :], top.indices[j].numpy(), top.values[j].double().numpy())
+            keep = top.values[j] > 0  # top-p / top-k leave zeros: not worth storing
+            self.table.observe(context[-self.config.max_n :], top.indices[j][keep].numpy(),
+                               top.values[j][keep].double().numpy())

@@ -34,7 +34,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
                    "requests may turn it off with \"speculative\": false")
     p.add_argument("--draft-length", type=_at_least(0), default=4,
                    help="default draft tokens (or tree nodes) per step; requests may override it")
-    p.add_argument("--host", default=DEFAULT_HOST, help=f"address to listen on (default {DEFAULT_HOST}: this machine only)")
+    p.add_argument("--host", default=DEFAULT_HOST,
+                   help=f"address to listen on (default {DEFAULT_HOST}: this machine only)")
     p.add_argument("--port", type=_port, default=DEFAULT_PORT, help=f"TCP port (default {DEFAULT_PORT})")
     p.add_argument("--max-queue", type=_at_least(0), default=16,
                    help="requests that may wait while one generates; more get 429 (default 16)")

@@ -106,7 +106,8 @@ def from_validation_errors(errors: Sequence[Any]) -> APIError:
     kind = str(err.get("type", ""))
     param = None if kind == "json_invalid" else param_from_loc(err.get("loc", ()))
     if kind == "json_invalid":
-        return bad_request(f"We could not parse the JSON body of your request: {_json_problem(err)}", None, "invalid_json")
+        problem = _json_problem(err)
+        return bad_request(f"We could not parse the JSON body of your request: {problem}", None, "invalid_json")
     message = _validation_message(kind, param, str(err.get("msg", "invalid value")))
     code = _CODES.get(kind, "invalid_type" if kind.endswith("_type") else "invalid_value")
     return bad_request(message, param, code)

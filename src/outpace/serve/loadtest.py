@@ -113,7 +113,8 @@ async def run_load(
 async def reference_outputs(base_url: str, model: str, prompts: Sequence[str], max_tokens: int,
                             extra: dict[str, Any] | None = None, timeout: float = 120.0) -> list[Outcome]:
     """Each prompt's greedy output from a single client, one request at a time."""
-    report = await run_load(base_url, model, prompts, len(prompts), 1, max_tokens, timeout, timeout * len(prompts), extra)
+    report = await run_load(base_url, model, prompts, total=len(prompts), concurrency=1, max_tokens=max_tokens,
+                            request_timeout=timeout, run_timeout=timeout * len(prompts), extra=extra)
     bad = [o for o in report.outcomes if o.status != 200 or o.error]
     if bad:
         raise RuntimeError(f"reference request failed: {bad[0]}")

@@ -99,7 +99,7 @@ class Metrics:
         seconds = _Family("outpace_request_seconds_total", "counter", "Time spent answering requests, by endpoint.")
         for endpoint, s in sorted(self._request_seconds.items()):
             seconds.add(s, endpoint=endpoint)
-        errors = _Family("outpace_errors_total", "counter", "Errors sent (as responses or in streams), by type and code.")
+        errors = _Family("outpace_errors_total", "counter", "Errors sent, as responses or in streams, by type, code.")
         for (kind, code), n in sorted(self._errors.items()):
             errors.add(n, type=kind, code=code)
         return [info, requests, seconds, errors]
@@ -107,7 +107,7 @@ class Metrics:
     def _generation_families(self, sched: SchedulerStats) -> Iterable[_Family]:
         t = self._totals
         steps = t["steps"]
-        gens = _Family("outpace_generations_total", "counter", "Generations by outcome: finish reason, cancelled, failed.")
+        gens = _Family("outpace_generations_total", "counter", "Generations by finish reason, cancelled or failed.")
         for reason, n in sorted(self._finished.items()):
             gens.add(n, outcome=reason)
         gens.add(sched.cancelled_queued + sched.cancelled_running, outcome="cancelled")

@@ -5,6 +5,7 @@ BaseHTTPMiddleware, does not interfere with streaming or cancellation)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from typing import TYPE_CHECKING, AsyncIterator, Awaitable, Callable, Mapping, TypeVar
 
@@ -48,10 +49,8 @@ class EventStreamResponse(StreamingResponse):
             async with anyio.create_task_group() as group:
 
                 async def stream() -> None:
-                    try:
+                    with contextlib.suppress(OSError):  # OSError: the client is gone
                         await self.stream_response(send)
-                    except OSError:  # the client is gone
-                        pass
                     group.cancel_scope.cancel()
 
                 group.start_soon(stream)
@@ -85,10 +84,8 @@ async def unless_disconnected(request: Request, work: Awaitable[T]) -> tuple[boo
     if task in done:
         return True, task.result()
     task.cancel()
-    try:
+    with contextlib.suppress(asyncio.CancelledError):
         await task
-    except asyncio.CancelledError:
-        pass
     return False, None
 
 
