@@ -12,7 +12,7 @@ from typing import Sequence
 from outpace.errors import OutpaceError
 
 DEFAULT_TARGET = "qwen2.5-coder-1.5b"
-DEFAULT_DRAFTER = "draft-model:qwen2.5-coder-0.5b"
+DEFAULT_DRAFTER = "draft-model:qwen2.5-coder-0.5b,quant=int4"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
