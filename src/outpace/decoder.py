@@ -204,8 +204,12 @@ class Decoder:
         inputs = torch.cat([torch.tensor([root]), draft.tokens])
         parents = None if draft.is_chain else with_root(draft.parents)
         logits = self.target.forward(cache, inputs, parents).logits  # [len(draft) + 1, vocab]
-        result = self.verifier(draft, logits, sampling, rng)
-        self.target.keep(cache, start, [0] + [i + 1 for i in result.accepted])
+        rows = [0]  # if verification fails, the cache still ends consistent (root only)
+        try:
+            result = self.verifier(draft, logits, sampling, rng)
+            rows += [i + 1 for i in result.accepted]
+        finally:
+            self.target.keep(cache, start, rows)
         return result.emitted(draft), result, logits
 
     def _finish(self, emitted: list[int], produced: int, cfg: GenerationConfig) -> tuple[list[int], str | None]:

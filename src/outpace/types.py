@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import torch
 
@@ -40,7 +41,7 @@ class Draft:
     def __len__(self) -> int:
         return int(self.tokens.shape[0])
 
-    @property
+    @cached_property
     def is_chain(self) -> bool:
         n = len(self)
         return bool(torch.equal(self.parents, torch.arange(-1, n - 1, dtype=torch.long)))
