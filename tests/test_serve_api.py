@@ -189,6 +189,14 @@ def test_per_request_draft_length(client: openai.OpenAI, draft_length: int) -> N
     assert 1.0 <= spec["tau"] <= draft_length + 1
 
 
+def test_adaptive_draft_length_keeps_the_output(client: openai.OpenAI) -> None:
+    fixed = chat(client, max_tokens=30, temperature=0)
+    adaptive = chat(client, max_tokens=30, temperature=0, extra_body={"speculative": {"adaptive": True}})
+    assert adaptive.choices[0].message.content == fixed.choices[0].message.content
+    assert adaptive.model_extra["speculative"]["adaptive"] is True
+    assert fixed.model_extra["speculative"]["adaptive"] is False
+
+
 def test_unknown_drafter_is_refused_with_the_choices(client: openai.OpenAI) -> None:
     with pytest.raises(openai.BadRequestError) as err:
         chat(client, max_tokens=4, extra_body={"speculative": {"drafter": "eagle"}})

@@ -206,3 +206,9 @@ def test_a_model_failure_is_a_500_and_the_server_goes_on(fragile: RunningServer)
     assert metrics['outpace_generations_total{outcome="failed"}'] == 2
     assert metrics['outpace_errors_total{type="server_error",code="internal_error"}'] == 2
     assert metrics["outpace_worker_up"] == 1
+
+
+def test_adaptive_needs_a_cost_profile(fragile: RunningServer) -> None:
+    response = fragile.http.post(CHAT, json=chat_body(max_tokens=4, speculative={"adaptive": True}))
+    assert response.status_code == 400
+    assert response.json()["error"]["param"] == "speculative.adaptive"

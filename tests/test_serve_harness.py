@@ -48,14 +48,16 @@ POISON = 46
 
 
 def build_engine(model_dir: Path, drafter: str = "prompt-lookup", step_delay: float = 0.0,
-                 poison: bool = False) -> Any:
+                 poison: bool = False, costs: bool = False) -> Any:
     """An Engine over the saved model, loaded afresh (servers never share a model).
 
     step_delay > 0: every target forward sleeps that long first, a stand-in for a big model, so
-    generations last long enough to interrupt. poison: a forward over token POISON raises."""
+    generations last long enough to interrupt. poison: a forward over token POISON raises.
+    costs: give the decoder a (made-up) cost model, for adaptive draft lengths."""
     from outpace.backends.torch import LoadedModel, TorchBackend, load
     from outpace.decoder import Decoder
     from outpace.engine import Engine, make_drafter
+    from outpace.policies import CostModel
 
     class TestBackend(TorchBackend):
         def forward(self, cache: Any, tokens: Any, *args: Any, **kwargs: Any) -> Any:
@@ -68,7 +70,8 @@ def build_engine(model_dir: Path, drafter: str = "prompt-lookup", step_delay: fl
     loaded = replace(loaded, backend=TestBackend(loaded.backend.model, loaded.name))
     loader = lambda spec, dtype, quant=None: load(spec, dtype, quant)  # noqa: E731
     drafter_obj = make_drafter(drafter, loaded, "float32", loader=loader)
-    decoder = Decoder(loaded.backend, loaded.tokenizer, drafter_obj, eos_ids=loaded.eos_ids)
+    cost_model = CostModel({1: 1e-3, 2: 1.1e-3, 4: 1.3e-3, 8: 1.8e-3}) if costs else None
+    decoder = Decoder(loaded.backend, loaded.tokenizer, drafter_obj, eos_ids=loaded.eos_ids, costs=cost_model)
     return Engine(decoder, LoadedModel(loaded.backend, loaded.tokenizer, loaded.name, loaded.eos_ids), drafter)
 
 
@@ -179,7 +182,7 @@ def server(tiny_dir: Path) -> RunningServer:
     process, stopped when the process exits)."""
 
     def start() -> RunningServer:
-        context = run_server(build_engine(tiny_dir), max_queue=128)
+        context = run_server(build_engine(tiny_dir, costs=True), max_queue=128)
         running = context.__enter__()
         atexit.register(context.__exit__, None, None, None)
         return running

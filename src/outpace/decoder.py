@@ -111,11 +111,17 @@ class Decoder:
         ids = self.tokenizer.apply_chat_template(prompt, add_generation_prompt=True, tokenize=True)
         return list(ids["input_ids"] if isinstance(ids, dict) or hasattr(ids, "keys") else ids)
 
-    def stream(self, prompt: str | Messages | Sequence[int], cfg: GenerationConfig) -> Iterator[Chunk]:
-        """Stream text chunks; the last one carries finish_reason and stats."""
+    def stream(
+        self,
+        prompt: str | Messages | Sequence[int],
+        cfg: GenerationConfig,
+        stats: GenerationStats | None = None,
+    ) -> Iterator[Chunk]:
+        """Stream text chunks; the last one carries finish_reason and stats. Pass `stats` to
+        read the accounting of a stream that is stopped early."""
         ids = list(prompt) if _is_ids(prompt) else self.encode(prompt)  # type: ignore[arg-type]
         text = TextStream(self.tokenizer, cfg.stop)
-        stats = GenerationStats()
+        stats = stats if stats is not None else GenerationStats()
         reason = "length"
         for tokens, why in self.stream_ids(ids, cfg, stats):
             delta = text.push(tokens)

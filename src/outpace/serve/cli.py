@@ -34,6 +34,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
                    "requests may turn it off with \"speculative\": false")
     p.add_argument("--draft-length", type=_at_least(0), default=4,
                    help="default draft tokens (or tree nodes) per step; requests may override it")
+    p.add_argument("--adaptive", action="store_true",
+                   help="choose each step's draft length (at most --draft-length) from measured costs; "
+                   "requests may override it")
     p.add_argument("--host", default=DEFAULT_HOST,
                    help=f"address to listen on (default {DEFAULT_HOST}: this machine only)")
     p.add_argument("--port", type=_port, default=DEFAULT_PORT, help=f"TCP port (default {DEFAULT_PORT})")
@@ -57,11 +60,13 @@ def run_serve(args: argparse.Namespace) -> int:
 
     set_threads(args.threads)
     _warn_if_exposed(args.host)
-    print(f"outpace: loading {args.target} ({args.dtype}) with drafter {args.drafter} ...", file=sys.stderr)
-    engine = build(EngineSpec(args.target, args.drafter, args.dtype))
+    print(f"outpace: loading {args.target} ({args.backend}, {args.dtype}) with drafter {args.drafter} ...",
+          file=sys.stderr)
+    engine = build(EngineSpec(args.target, args.drafter, args.dtype, args.quant, backend=args.backend))
     model_id = args.model_name or engine.target.name
     aliases = tuple(n for n in {engine.target.name, args.target} if n != model_id)
-    settings = ServeSettings(model_id, aliases, args.max_queue, args.draft_length, args.default_max_tokens)
+    settings = ServeSettings(model_id, aliases, max_queue=args.max_queue, draft_length=args.draft_length,
+                             adaptive=args.adaptive, default_max_tokens=args.default_max_tokens)
     app = create_app(engine, settings)
     host = f"[{args.host}]" if ":" in args.host else args.host
     print(f"outpace: serving model '{model_id}' at http://{host}:{args.port}/v1 "

@@ -7,8 +7,11 @@ fields are ignored, as many clients send extras (`user`, `metadata`, `store`, ..
 
 Extension fields (not in the OpenAI API):
   top_k        int >= 0, 0 disables it (as in vLLM).
-  speculative  false | "off" | true | "on" | {"drafter": "default"|"none"|NAME, "draft_length": k}:
-               per-request choice of speculation; the response echoes it with its statistics.
+  speculative  false | "off" | true | "on" | {"drafter": "default"|"none"|NAME, "draft_length": k,
+               "adaptive": bool}: per-request choice of speculation; the response echoes it with
+               its statistics. The server loads one drafter at start; a request picks it
+               ("default", or its name) or none. "adaptive" picks each step's draft length (at
+               most draft_length) from measured costs.
 """
 
 from __future__ import annotations
@@ -59,12 +62,14 @@ UNSUPPORTED: dict[str, Callable[[Any], bool]] = {
 class SpeculativeOptions(BaseModel):
     """Per-request speculation. `drafter`: "default" (the server's drafter), "none" (plain
     autoregressive decoding), or the server drafter's own name. `draft_length`: tokens (or tree
-    nodes) verified per step; None keeps the server's setting."""
+    nodes) verified per step; `adaptive`: choose each step's length up to it from measured
+    costs. None keeps the server's setting."""
 
     model_config = _STRICT
 
     drafter: str = "default"
     draft_length: int | None = Field(default=None, ge=0, le=MAX_DRAFT_LENGTH)
+    adaptive: bool | None = None
 
 
 class StreamOptions(BaseModel):
@@ -234,6 +239,7 @@ class SpeculativeReport(BaseModel):
     enabled: bool
     drafter: str
     draft_length: int
+    adaptive: bool
     steps: int
     tau: float  # mean tokens committed per target forward
     acceptance_rate: float  # accepted / proposed draft positions

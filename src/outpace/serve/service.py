@@ -46,6 +46,7 @@ class ServeSettings:
     aliases: tuple[str, ...] = ()  # other names accepted in the `model` field
     max_queue: int = 16  # requests that may wait while one generates
     draft_length: int = 4  # default draft tokens (or tree nodes) per step
+    adaptive: bool = False  # default: choose each step's draft length from measured costs
     default_max_tokens: int = 512  # chat completions without max_tokens (capped by the context)
     completion_default_max_tokens: int = 16  # text completions without max_tokens, as OpenAI
 
@@ -117,8 +118,8 @@ class GenerationService:
     def _plan(self, req: _GenerationRequest, ids: list[int], prompt_param: str, max_tokens: int | None,
               default_max_tokens: int) -> Plan:
         max_new = self._max_new_tokens(len(ids), max_tokens, default_max_tokens, prompt_param)
-        decoder, drafter, draft_length = self._speculation(req)
-        config = self._config(req, max_new, draft_length)
+        decoder, drafter, draft_length, adaptive = self._speculation(req)
+        config = self._config(req, max_new, draft_length, adaptive)
         return Plan(ids, config, decoder, drafter)
 
     def _encode(self, encode: Callable[[], list[int]], param: str) -> list[int]:
@@ -148,22 +149,25 @@ class GenerationService:
             raise _too_long(prompt_len, requested, self.max_context, "max_tokens" if room > 0 else prompt_param)
         return requested
 
-    def _speculation(self, req: _GenerationRequest) -> tuple[Decoder, str, int]:
-        """(decoder, drafter name, draft length) for the request's `speculative` field."""
+    def _speculation(self, req: _GenerationRequest) -> tuple[Decoder, str, int, bool]:
+        """(decoder, drafter name, draft length, adaptive) for the request's `speculative` field."""
         opts = req.speculative
+        choice = "default" if opts is None else opts.drafter
         draft_length = self.settings.draft_length
-        choice = "default"
+        adaptive = self.settings.adaptive
         if opts is not None:
-            choice = opts.drafter
             draft_length = opts.draft_length if opts.draft_length is not None else draft_length
+            adaptive = opts.adaptive if opts.adaptive is not None else adaptive
         if choice not in self.drafter_choices():
             raise bad_request(
                 f"unknown drafter {choice!r} for this server; choose one of {', '.join(self.drafter_choices())}",
                 "speculative.drafter",
             )
         if choice == "none" or self._speculative is None:
-            return self._plain, "none", draft_length
-        return self._speculative, self._speculative_name(), draft_length
+            return self._plain, "none", draft_length, False
+        if adaptive and getattr(self._speculative, "costs", None) is None:
+            raise bad_request("this server has no cost profile for adaptive draft lengths", "speculative.adaptive")
+        return self._speculative, self._speculative_name(), draft_length, adaptive
 
     def drafter_choices(self) -> tuple[str, ...]:
         """Values a request may put in speculative.drafter: the server loads one drafter."""
@@ -178,7 +182,7 @@ class GenerationService:
         drafter = self._speculative.drafter if self._speculative is not None else None
         return str(getattr(drafter, "name", self.engine_drafter))
 
-    def _config(self, req: _GenerationRequest, max_new: int, draft_length: int) -> GenerationConfig:
+    def _config(self, req: _GenerationRequest, max_new: int, draft_length: int, adaptive: bool) -> GenerationConfig:
         from outpace.decoder import GenerationConfig
         from outpace.sampling import SamplingConfig
 
@@ -190,7 +194,7 @@ class GenerationService:
                 1.0 if req.top_p is None else float(req.top_p),
                 req.seed,
             )
-            return GenerationConfig(max_new, sampling, tuple(req.stop or ()), draft_length)
+            return GenerationConfig(max_new, sampling, tuple(req.stop or ()), draft_length, adaptive=adaptive)
         except OutpaceError as err:
             raise bad_request(str(err), _param_of(str(err))) from None
 
@@ -223,6 +227,7 @@ class GenerationService:
             enabled=plan.speculative,
             drafter=plan.drafter,
             draft_length=plan.config.draft_length if plan.speculative else 0,
+            adaptive=plan.config.adaptive,
             steps=stats.steps,
             tau=round(stats.tau, 4),
             acceptance_rate=round(sum(stats.accepted_at) / proposed, 4) if proposed else 0.0,
