@@ -36,7 +36,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         ".json file holds a list of such records.",
     )
     b.add_argument("corpus", nargs="+", help="corpus files: .txt (or any text), .jsonl, .json")
-    b.add_argument("--target", default=DEFAULT_TARGET, help=f"model whose tokenizer to use (default {DEFAULT_TARGET})")
+    b.add_argument("--target", default=DEFAULT_TARGET,
+                   help=f"model whose tokenizer to use (default {DEFAULT_TARGET})")
     b.add_argument("--out", required=True, help="datastore file to write")
     b.add_argument("--field", default=None, help="JSON field holding the text")
     b.add_argument("--max-documents", type=int, default=None, help="index at most this many documents")

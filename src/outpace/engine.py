@@ -18,6 +18,7 @@ from outpace.decoder import Decoder
 from outpace.drafters import specs as model_free
 from outpace.drafters.base import Drafter
 from outpace.drafters.draft_model import DraftModelDrafter, check_same_tokenizer
+from outpace.drafters.draft_tree import DRAFTER_ROWS as DRAFT_TREE_ROWS
 from outpace.drafters.prompt_lookup import PromptLookupConfig, PromptLookupDrafter
 from outpace.errors import OutpaceError
 from outpace.policies import cached_costs
@@ -100,6 +101,9 @@ DRAFTERS: dict[str, tuple[DrafterFactory, str]] = {
     "stand": (model_free.stand, model_free.STAND_USAGE),
     "rest": (model_free.rest, model_free.REST_USAGE),
     "rasd": (model_free.rasd, model_free.RASD_USAGE),
+    "spectr": DRAFT_TREE_ROWS["spectr"],
+    "rsd": DRAFT_TREE_ROWS["rsd"],
+    "dyspec": DRAFT_TREE_ROWS["dyspec"],
 }
 
 

@@ -135,7 +135,8 @@ def mcts_paths(
     weights. Returns the `cfg.paths` most visited paths (tokens after the root, each extended by
     its best successor) with their visit counts."""
     state = [root]  # node -> bigram
-    parent, kids, visits, score, prior = [-1], [[]], [0], [0.0], [0.0]
+    kids: list[list[int]] = [[]]
+    parent, visits, score, prior = [-1], [0], [0.0], [0.0]
     horizon = cfg.depth - 1
     for _ in range(cfg.iterations):
         node, depth = 0, 0
@@ -163,15 +164,21 @@ def mcts_paths(
             toks, weights = succ(a, b)
             if not toks:
                 break
-            w = np.asarray(weights)
-            c = toks[int(rng.choice(len(toks), p=w / w.sum()))]
-            reward += float(w[toks.index(c)])
-            a, b = b, c
+            pick = int(rng.choice(len(toks), p=np.asarray(weights) / sum(weights)))
+            reward += weights[pick]
+            a, b = b, toks[pick]
         while node >= 0:  # backpropagation
             visits[node] += 1
             score[node] += reward
             node = parent[node]
-    ranked = sorted((i for i in range(1, len(state)) if visits[i]), key=lambda i: -visits[i])[: cfg.paths]
+    return _most_visited(succ, state, parent, visits, cfg.paths)
+
+
+def _most_visited(succ: Successors, state: list[tuple[int, int]], parent: list[int], visits: list[int],
+                  count: int) -> list[tuple[list[int], int]]:
+    """The `count` most visited search nodes as token paths from the root, each extended by the
+    best successor of its last bigram, with their visit counts."""
+    ranked = sorted((i for i in range(1, len(state)) if visits[i]), key=lambda i: -visits[i])[:count]
     out = []
     for i in ranked:
         path, j = [], i

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import heapq
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import torch
 
@@ -41,6 +41,11 @@ from outpace.errors import OutpaceError
 from outpace.sampling import SamplingConfig, probs, sample
 from outpace.types import Draft, VerifyResult
 from outpace.verify.multidraft import ChainsDraft, rsd_verify, spectr_verify
+
+if TYPE_CHECKING:
+    from outpace.backends.torch import LoadedModel
+
+    Loader = Callable[..., LoadedModel]  # (spec, dtype, quant=None) -> LoadedModel, as in the engine
 
 #: (tokens, parents) of the tree so far, and the nodes whose next-token logits are wanted
 #: -> [len(need), vocab] draft logits.
@@ -65,7 +70,8 @@ class _Tree:
         return len(self.tokens) - 1
 
     def parts(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-        q = None if not self.rows or self.rows[0] is None else torch.stack(self.rows)  # type: ignore[misc]
+        rows = [r for r in self.rows if r is not None]
+        q = torch.stack(rows) if rows and len(rows) == len(self.rows) else None
         return torch.tensor(self.tokens, dtype=torch.long), torch.tensor(self.parents, dtype=torch.long), q
 
 
@@ -521,7 +527,9 @@ def branching_factors(text: str) -> tuple[int, ...]:
     return out
 
 
-def _draft_backend(kind: str, arg: str, target: Any, dtype: str, loader: Any, known: dict[str, Any]) -> tuple[Backend, dict[str, Any]]:
+def _draft_backend(
+    kind: str, arg: str, target: LoadedModel, dtype: str, loader: Loader, known: dict[str, Callable[[str], Any]]
+) -> tuple[Backend, dict[str, Any]]:
     """Load the draft model named first in `arg`; parse the key=value options after it."""
     from outpace.engine import parse_options
 
@@ -534,20 +542,20 @@ def _draft_backend(kind: str, arg: str, target: Any, dtype: str, loader: Any, kn
     return draft.backend, opts
 
 
-def make_spectr(arg: str, target: Any, dtype: str, loader: Any) -> SpecTrDrafter:
+def make_spectr(arg: str, target: LoadedModel, dtype: str, loader: Loader) -> SpecTrDrafter:
     """`spectr:MODEL[,k=2,depth=4,quant=int8]`."""
     backend, opts = _draft_backend("spectr", arg, target, dtype, loader, {"k": int, "depth": int})
     return SpecTrDrafter(backend, SpecTrConfig(**opts))
 
 
-def make_rsd(arg: str, target: Any, dtype: str, loader: Any) -> RSDDrafter:
+def make_rsd(arg: str, target: LoadedModel, dtype: str, loader: Loader) -> RSDDrafter:
     """`rsd:MODEL[,method=gumbel|beam,width=2,depth=4,branching=3-2-1,quant=int8]`."""
-    known = {"method": str, "width": int, "depth": int, "branching": branching_factors}
+    known: dict[str, Callable[[str], Any]] = {"method": str, "width": int, "depth": int, "branching": branching_factors}
     backend, opts = _draft_backend("rsd", arg, target, dtype, loader, known)
     return RSDDrafter(backend, RSDConfig(**opts))
 
 
-def make_dyspec(arg: str, target: Any, dtype: str, loader: Any) -> DySpecDrafter:
+def make_dyspec(arg: str, target: LoadedModel, dtype: str, loader: Loader) -> DySpecDrafter:
     """`dyspec:MODEL[,budget=N,quant=int8]`."""
     backend, opts = _draft_backend("dyspec", arg, target, dtype, loader, {"budget": int})
     return DySpecDrafter(backend, DySpecConfig(**opts))

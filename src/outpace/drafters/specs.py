@@ -74,14 +74,18 @@ def rasd(arg: str, target: Any, dtype: str, loader: Any) -> Any:
     from outpace.drafters.rasd import RasdConfig, RasdDrafter
     from outpace.drafters.rest import RestConfig
 
-    known = {"draft": str, "quant": str, "datastore": str, "draft_tokens": int, "top_k": int, **_RETRIEVAL}
+    known: dict[str, Callable[[str], Any]] = {"draft": str, "quant": str, "datastore": str, "draft_tokens": int,
+                                              "top_k": int, **_RETRIEVAL}
     opts = options(arg, known)
     path = opts.pop("datastore", None)
-    name = opts.pop("draft", None) or _default_draft(target)
-    quant = opts.pop("quant", None)
+    explicit = opts.pop("draft", None)
+    name = explicit or _default_draft(target)
+    # The packaged default draft runs int4 (as the CLI's default draft-model does): a draft's
+    # precision never changes the output. An explicit draft runs as given unless quant= says.
+    quant = opts.pop("quant", None) or (None if explicit else "int4")
     retrieval = RestConfig(**{"min_span": 1, "limit": 256, **{k: opts.pop(k) for k in list(opts) if k in _RETRIEVAL}})
     cfg = RasdConfig(retrieval=retrieval, **opts)
-    draft = loader(name, dtype, quant) if quant else loader(name, dtype)
+    draft = loader(name, dtype, quant)
     retriever = _retriever(path, target, retrieval.max_span)
     check_same_tokenizer(target.tokenizer, draft.tokenizer, target.name, draft.name)
     return RasdDrafter(draft.backend, retriever, cfg)

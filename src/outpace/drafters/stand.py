@@ -66,45 +66,38 @@ class StandConfig:
             raise OutpaceError(f"stand share must be one of {', '.join(SHARE_MODES)}, got {self.share!r}")
 
 
-def merge_mean(
-    old: tuple[np.ndarray, np.ndarray, int], tokens: np.ndarray, p: np.ndarray, top_k: int
-) -> tuple[np.ndarray, np.ndarray, int]:
-    """Running mean of sparse distributions: old (tokens, probs, count) and a new observation
-    -> the top_k of old * count/(count+1) + new * 1/(count+1)."""
-    o_tok, o_p, count = old
-    toks = np.concatenate([o_tok, tokens])
-    mass = np.concatenate([o_p * (count / (count + 1)), p / (count + 1)])
-    uniq, inv = np.unique(toks, return_inverse=True)
-    summed = np.zeros(uniq.shape[0])
-    np.add.at(summed, inv, mass)
-    best = np.argsort(-summed, kind="stable")[:top_k]
-    return uniq[best], summed[best], count + 1
+def merge_mean(old: tuple[dict[int, float], int], new: dict[int, float], top_k: int) -> tuple[dict[int, float], int]:
+    """Running mean of sparse distributions: (old {token: prob}, count) and a new observation
+    -> the top_k of old * count/(count+1) + new * 1/(count+1), best first."""
+    dist, count = old
+    w_old, w_new = count / (count + 1), 1 / (count + 1)
+    merged = {t: p * w_old for t, p in dist.items()}
+    for t, p in new.items():
+        merged[t] = merged.get(t, 0.0) + p * w_new
+    return dict(sorted(merged.items(), key=lambda kv: -kv[1])[:top_k]), count + 1
 
 
 class LogitNgramTable:
-    """STAND's n-gram module: n-gram -> (tokens [<= top_k], probs, observations)."""
+    """STAND's n-gram module: n-gram -> ({token: prob} of at most top_k tokens, observations)."""
 
     def __init__(self, max_n: int, min_n: int, top_k: int) -> None:
         self.max_n, self.min_n, self.top_k = max_n, min_n, top_k
-        self.entries: dict[Path, tuple[np.ndarray, np.ndarray, int]] = {}
+        self.entries: dict[Path, tuple[dict[int, float], int]] = {}
 
-    def observe(self, context: Sequence[int], tokens: np.ndarray, p: np.ndarray) -> None:
-        """Merge a next-token distribution observed after `context` into its n-grams."""
+    def observe(self, context: Sequence[int], dist: dict[int, float]) -> None:
+        """Merge a next-token distribution {token: prob} observed after `context` into the
+        entries of its trailing n-grams."""
         for n in range(1, min(self.max_n, len(context)) + 1):
             key = tuple(context[-n:])
             old = self.entries.get(key)
-            if old is None:
-                order = np.argsort(-p, kind="stable")[: self.top_k]
-                self.entries[key] = (tokens[order], p[order].astype(np.float64), 1)
-            else:
-                self.entries[key] = merge_mean(old, tokens, p, self.top_k)
+            self.entries[key] = merge_mean(old, dist, self.top_k) if old else (dict(dist), 1)
 
     def lookup(self, context: Sequence[int]) -> tuple[np.ndarray, np.ndarray] | None:
-        """The distribution of the longest n-gram suffix of `context` that was observed."""
+        """(tokens, probs) of the longest n-gram suffix of `context` that was observed."""
         for n in range(min(self.max_n, len(context)), self.min_n - 1, -1):
             entry = self.entries.get(tuple(context[-n:]))
             if entry is not None:
-                return entry[0], entry[1]
+                return np.fromiter(entry[0].keys(), np.int64), np.fromiter(entry[0].values(), np.float64)
         return None
 
 
@@ -191,9 +184,9 @@ class StandDrafter:
         if cfg.share == "never" or (cfg.share == "prompt" and key != self._prompt):
             self.table = LogitNgramTable(cfg.max_n, cfg.min_n, cfg.top_k)
         if cfg.share == "never" or key != self._prompt:
-            one = np.ones(1)
-            for i in range(len(prompt) - 1):  # prompt n-grams as one-hot observations
-                self.table.observe(prompt[max(0, i + 1 - cfg.max_n) : i + 1], np.array([prompt[i + 1]]), one)
+            toks = [int(t) for t in prompt]
+            for i in range(len(toks) - 1):  # prompt n-grams as one-hot observations
+                self.table.observe(toks[max(0, i + 1 - cfg.max_n) : i + 1], {toks[i + 1]: 1.0})
         self._prompt = key
 
     def propose(self, ctx: DraftContext) -> Draft:
@@ -215,8 +208,12 @@ class StandDrafter:
                 q[i, torch.from_numpy(toks)] = torch.from_numpy(row).float()
         return Draft(torch.tensor(tokens), torch.tensor(parents, dtype=torch.long), q)
 
-    def _grow(self, shape: list[Path], rng: torch.Generator | None):  # type: ignore[no-untyped-def]
-        """Fill the slots of `shape` (breadth-first rank paths) with sampled children."""
+    def _grow(
+        self, shape: list[Path], rng: torch.Generator | None
+    ) -> tuple[list[int], list[int], list[tuple[np.ndarray, np.ndarray]], list[Path]]:
+        """Fill the slots of `shape` (breadth-first rank paths) with sampled children. Returns
+        tokens, parents, the (support tokens, q over them) each node was drawn from, and the
+        slot of each node."""
         node_of: dict[Path, int] = {}
         drawn: dict[Path, tuple[np.ndarray, np.ndarray, list[np.ndarray]]] = {}
         wanted: dict[Path, int] = {}
@@ -261,9 +258,8 @@ class StandDrafter:
         dist = probs(target_logits[rows], self._sampling)  # [len(rows), vocab]
         top = torch.topk(dist, min(self.config.top_k, dist.shape[-1]), dim=-1)
         context = list(self._tail)
-        for j, row in enumerate(rows):
+        for j, (toks, ps) in enumerate(zip(top.indices.tolist(), top.values.tolist())):
             if j:
-                context.append(int(draft.tokens[row - 1]))
-            keep = top.values[j] > 0  # top-p / top-k leave zeros: not worth storing
-            self.table.observe(context[-self.config.max_n :], top.indices[j][keep].numpy(),
-                               top.values[j][keep].double().numpy())
+                context.append(int(draft.tokens[rows[j] - 1]))
+            # top-p / top-k leave zeros: not worth storing
+            self.table.observe(context[-self.config.max_n :], {t: p for t, p in zip(toks, ps) if p > 0})
