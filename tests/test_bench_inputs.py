@@ -34,6 +34,14 @@ def test_method_list_keeps_drafter_options_together() -> None:
         parse_methods("ar,hf-ar,ar")
 
 
+def test_hf_assisted_draft_defaults_to_the_first_draft_model_method() -> None:
+    from outpace.bench.cli import _draft_for
+
+    assert _draft_for(("ar", "draft-model:small,quant=int8", "draft-model:other"), None) == "small"
+    assert _draft_for(("ar", "draft-model:small"), "explicit") == "explicit"
+    assert _draft_for(("ar", "prompt-lookup"), None) == "qwen2.5-coder-0.5b"
+
+
 def test_references() -> None:
     assert reference_of("prompt-lookup") == "ar" and reference_of("draft-model:x") == "ar"
     assert reference_of("hf-assisted") == "hf-ar" and reference_of("hf-prompt-lookup") == "hf-ar"

@@ -81,6 +81,12 @@ def _make_tiny(path: Path) -> None:
     _save_tiny(path / "draft", seed=1, base=state, noise=0.03)
 
 
+@pytest.fixture(autouse=True)
+def _private_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Keep what the engine caches (measured cost curves) out of the user's cache."""
+    monkeypatch.setenv("OUTPACE_CACHE", str(tmp_path_factory.getbasetemp().parent / "bench_cache"))
+
+
 @pytest.fixture(scope="session")
 def tiny_dirs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     root = _shared(tmp_path_factory, "bench_tiny_models", _make_tiny)
@@ -106,7 +112,9 @@ def run(tiny_dirs: tuple[Path, Path], tmp_path_factory: pytest.TempPathFactory) 
         profile = root / "gpu.json"
         profile.write_text(json.dumps({"name": "gpu-like", "verify_ms": {"1": 20, "16": 20},
                                        "draft_ms_per_token": 2, "ar_ms": 20}))
-        assert _bench(*tiny_dirs, root / "run", "--cost-profile", str(profile)) == 0
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setenv("OUTPACE_CACHE", str(root.parent / "bench_cache"))
+            assert _bench(*tiny_dirs, root / "run", "--cost-profile", str(profile)) == 0
 
     return _shared(tmp_path_factory, "bench_smoke_run", make) / "run"
 
@@ -166,7 +174,7 @@ def test_lossless_methods_match_their_reference_exactly_in_fp32(run: Path) -> No
 
 def test_report_has_a_row_per_method_and_the_leaderboard_columns(run: Path) -> None:
     text = (run / "report.md").read_text()
-    results = text[text.index("## Results"):text.index("## Skipped")]
+    results = text[text.index("## Results"):text.index("## Methods without results")]
     table = [line for line in results.splitlines() if line.startswith("|")]
     header = [c.strip() for c in table[0].strip("|").split("|")]
     assert header[:7] == ["Method", *SPEC_BENCH_TASKS]
@@ -188,7 +196,7 @@ def test_report_has_a_row_per_method_and_the_leaderboard_columns(run: Path) -> N
 
 def test_skipped_peer_is_reported_with_its_reason(run: Path) -> None:
     text = (run / "report.md").read_text()
-    assert "## Skipped methods" in text
+    assert "## Methods without results" in text
     assert "- `llama-cpp-ar`: the target is not a GGUF file" in text
     sessions = json.loads((run / "sessions.json").read_text())
     assert "llama-cpp-ar" in sessions[-1]["skipped"]

@@ -5,7 +5,7 @@ import torch
 
 from conftest import tiny_model
 from outpace.backends.quant import Int4Linear, Int8Linear, QuantConfig, quantize_model
-from outpace.backends.torch import parse_quant
+from outpace.backends.torch import TorchBackend, parse_quant
 from outpace.decoder import Decoder, GenerationConfig
 from outpace.drafters.draft_model import DraftModelDrafter
 from outpace.drafters.prompt_lookup import PromptLookupConfig, PromptLookupDrafter
@@ -22,6 +22,8 @@ def test_quantized_logits_stay_close(scheme, cls, tol):
     assert isinstance(backend.model.lm_head, cls)
     out = backend.forward(backend.new_cache(), torch.tensor(PROMPT)).logits
     assert (out - ref).abs().max() / ref.abs().max() < tol
+    rebuilt = TorchBackend(backend.model)  # as load() does: the backend wraps a quantized model
+    assert rebuilt.vocab_size == backend.vocab_size
 
 
 @pytest.mark.parametrize("scheme", ["int8", "int4"])

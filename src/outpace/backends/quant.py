@@ -40,6 +40,7 @@ class QuantConfig:
 class Int8Linear(nn.Module):
     def __init__(self, weight: torch.Tensor, scales: torch.Tensor, bias: torch.Tensor | None) -> None:
         super().__init__()
+        self.in_features, self.out_features = weight.shape[1], weight.shape[0]
         self.register_buffer("weight", weight)  # [out, in] int8
         self.register_buffer("scales", scales)  # [out]
         self.bias = None if bias is None else nn.Parameter(bias, requires_grad=False)
@@ -63,6 +64,8 @@ class Int4Linear(nn.Module):
         self, packed: torch.Tensor, scales_zeros: torch.Tensor, group_size: int, bias: torch.Tensor | None
     ) -> None:
         super().__init__()
+        self.out_features = packed.shape[0]
+        self.in_features = scales_zeros.shape[0] * group_size
         self.register_buffer("packed", packed)  # [out, in / 2] uint8
         self.register_buffer("scales_zeros", scales_zeros)  # [in / group, out, 2]
         self.group_size = group_size

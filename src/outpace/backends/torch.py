@@ -37,7 +37,7 @@ class TorchBackend:
         self.model = model.eval()
         self.name = name
         self.dtype: torch.dtype = next(model.parameters()).dtype
-        self.vocab_size = int(model.get_output_embeddings().weight.shape[0])
+        self.vocab_size = int(model.get_output_embeddings().out_features)  # nn.Linear or quantized
         self.max_context = int(getattr(model.config, "max_position_embeddings", 2048))
 
     def new_cache(self) -> Any:

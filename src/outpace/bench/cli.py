@@ -40,7 +40,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--per-task", type=int, default=None,
                    help="first N prompts per task (categories round-robin, file order; default all)")
     p.add_argument("--repeats", type=int, default=1, help="passes over all prompts (default 1)")
-    p.add_argument("--out", default=None, help="run directory (default bench-results/<target>)")
+    p.add_argument("--out", default=None, help="run directory (default bench-out/<target>)")
     source = p.add_mutually_exclusive_group()
     source.add_argument("--suite", default="spec-bench", choices=["spec-bench", "humaneval"])
     source.add_argument("--questions", default=None, help="a JSONL file in Spec-Bench format instead of the suite")
@@ -72,7 +72,7 @@ def _add_report_flags(p: argparse.ArgumentParser) -> None:
 
 def default_out(target: str) -> Path:
     slug = re.sub(r"[^A-Za-z0-9._-]+", "-", Path(target).name or target).strip("-") or "target"
-    return Path("bench-results") / slug
+    return Path("bench-out") / slug
 
 
 def _draft_for(methods: tuple[str, ...], explicit: str | None) -> str:
@@ -82,8 +82,9 @@ def _draft_for(methods: tuple[str, ...], explicit: str | None) -> str:
         return explicit
     for m in methods:
         kind, _, arg = m.partition(":")
-        if kind == "draft-model" and arg:
-            return arg
+        model = arg.partition(",")[0]  # draft-model:MODEL[,quant=...]
+        if kind == "draft-model" and model:
+            return model
     return DEFAULT_DRAFT
 
 
@@ -116,9 +117,10 @@ def _run_bench(args: argparse.Namespace) -> int:
     records.open_run(out, config)
     if profile is not None:
         records.write_json(out / records.PROFILE_FILE, profile.to_json())
-    print(f"outpace bench: {len(select(questions, args.per_task))} prompts x {len(methods)} methods x "
-          f"{args.repeats} repeat(s) into {out}", file=sys.stderr)
-    run_bench(config, out, select(questions, args.per_task), progress=not args.no_progress)
+    chosen = select(questions, args.per_task)
+    print(f"outpace bench: {len(chosen)} prompts x {len(methods)} methods x {args.repeats} repeat(s) into {out}",
+          file=sys.stderr)
+    run_bench(config, out, chosen, progress=not args.no_progress)
     return _report(out, None, args.no_plots)
 
 

@@ -24,8 +24,9 @@ SUITES: tuple[str, ...] = ("spec-bench", "humaneval")
 DTYPES: tuple[str, ...] = ("bfloat16", "float32", "float16")
 BACKENDS: tuple[str, ...] = ("torch", "llama.cpp")
 DEFAULT_DRAFT = "qwen2.5-coder-0.5b"
-#: Drafter kinds that run no model: the projection charges them no per-token draft cost.
-MODEL_FREE_KINDS: frozenset[str] = frozenset({"prompt-lookup"})
+#: Drafter kinds that run no model: the projection charges them no per-token draft cost (any
+#: other kind, including ones added later, is charged draft_ms_per_token per drafted token).
+MODEL_FREE_KINDS: frozenset[str] = frozenset({"prompt-lookup", "recycling", "aded", "stand", "rest", "rasd"})
 
 
 def is_peer(method: str) -> bool:

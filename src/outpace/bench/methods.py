@@ -249,7 +249,7 @@ def check_methods(methods: Sequence[str], dtype: str) -> None:
             raise OutpaceError(
                 f"unknown method {method!r}: {err}\n(peers: {', '.join(PEERS)}; 'ar' is outpace without a drafter)"
             ) from None
-        except Exception:  # noqa: BLE001, S110 - needs a real target to check further; build() will
+        except Exception:  # noqa: BLE001, S112 - needs a real target to check further; build() will
             continue
 
 
@@ -325,7 +325,7 @@ def _assistant(config: RunConfig, target: Any, say: Callable[[str], None]) -> An
         raise MethodUnavailable(f"draft model {config.draft} cannot be loaded: {err}") from None
     if draft.tokenizer.get_vocab() != target.tokenizer.get_vocab():
         raise MethodUnavailable(f"draft model {config.draft} does not share the target's tokenizer")
-    return draft.backend.model
+    return getattr(draft.backend, "model", None)
 
 
 def _llama(config: RunConfig, reference: Any, say: Callable[[str], None]) -> Method:

@@ -34,7 +34,7 @@ def speedup_plot(speedups: Mapping[str, Mapping[str, Spread | None]], columns: S
     plt = _pyplot()
     methods = list(speedups)
     width = 0.8 / max(1, len(methods))
-    fig, ax = plt.subplots(figsize=(max(6.0, 1.3 * len(columns) + 2), 4.2))
+    fig, ax = plt.subplots(figsize=(max(6.0, 1.3 * len(columns) + 2), 4.6 + 0.2 * len(methods)))
     for i, method in enumerate(methods):
         xs, ys, lo, hi = [], [], [], []
         for j, col in enumerate(columns):
@@ -50,7 +50,7 @@ def speedup_plot(speedups: Mapping[str, Mapping[str, Spread | None]], columns: S
     ax.set_xticks(range(len(columns)), list(columns))
     ax.set_ylabel("speedup (x)")
     ax.set_title("Speedup per task")
-    ax.legend(fontsize=8, ncol=2)
+    ax.legend(fontsize=8, ncol=min(3, max(1, len(methods))), loc="upper center", bbox_to_anchor=(0.5, -0.1))
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

