@@ -51,7 +51,7 @@ def _parser() -> argparse.ArgumentParser:
 
 # Commands that live in their own packages; each module has register(subparsers) and keeps
 # its heavy imports inside the function it runs.
-PLUGGED = ["outpace.bench.cli", "outpace.serve.cli", "outpace.datastore_cli"]
+PLUGGED = ["outpace.bench.cli", "outpace.serve.cli", "outpace.datastore_cli", "outpace.analysis_cli"]
 
 
 def add_engine_args(p: argparse.ArgumentParser) -> None:
@@ -90,7 +90,8 @@ def _add_generate(p: argparse.ArgumentParser) -> None:
         default=DEFAULT_DRAFTER,
         help="none | prompt-lookup[:max_ngram=3,min_ngram=1,branches=1] | "
         "draft-model:MODEL[,quant=int8|int4] | recycling | aded[:DATASTORE] | stand | "
-        "rest[:DATASTORE] | rasd[:draft=MODEL,datastore=FILE] (tree drafters take "
+        "rest[:DATASTORE] | rasd[:draft=MODEL,datastore=FILE] | spectr:MODEL[,k=2,depth=4] | "
+        "rsd:MODEL[,method=gumbel|beam] | dyspec:MODEL[,budget=N] (tree drafters take "
         f"--draft-length as their node budget, e.g. 16-80; default {DEFAULT_DRAFTER})",
     )
     src = p.add_mutually_exclusive_group(required=True)

@@ -6,8 +6,10 @@ place that maps those strings to objects, so the CLI, the benchmark and the serv
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from functools import lru_cache, partial
+from pathlib import Path
 from typing import Any, Callable
 
 import torch
@@ -48,9 +50,13 @@ class Engine:
     drafter_name: str
 
 
-@lru_cache(maxsize=4)
 def load_cached(spec: str, dtype: str, quant: str | None = None, backend: str = "torch") -> LoadedModel:
     """Load a model once per process (the benchmark and the server reuse it)."""
+    return _load_once(spec, dtype, quant, backend)  # positional: one cache entry per model
+
+
+@lru_cache(maxsize=4)
+def _load_once(spec: str, dtype: str, quant: str | None, backend: str) -> LoadedModel:
     if backend == "llama.cpp":
         from outpace.backends import llama_cpp
 
@@ -69,7 +75,10 @@ def build(spec: EngineSpec, loader: Loader | None = None) -> Engine:
     drafter = make_drafter(spec.drafter, target, spec.dtype, loader)
     costs = None
     if drafter is not None and spec.cost_profile:
-        key = f"{target.name}-{spec.dtype}-{spec.quant}-{torch.get_num_threads()}t-torch{torch.__version__}"
+        where = Path(spec.target).expanduser()
+        ident = str(where.resolve()) if where.exists() else spec.target
+        digest = hashlib.sha1(ident.encode()).hexdigest()[:10]
+        key = f"{target.name}-{digest}-{spec.dtype}-{spec.quant}-{torch.get_num_threads()}t-torch{torch.__version__}"
         costs = cached_costs(target.backend, models.cache_dir(), key.replace("/", "_"))
     decoder = Decoder(target.backend, target.tokenizer, drafter, eos_ids=target.eos_ids, costs=costs)
     return Engine(decoder, target, spec.drafter)

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import math
-import statistics
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -145,7 +144,9 @@ class AdaptiveDraftLength:
 def measure_costs(
     backend: Backend, sizes: tuple[int, ...] = (1, 2, 4, 8, 16), context: int = 128, reps: int = 3
 ) -> CostModel:
-    """Time forwards of n tokens after a `context`-token cache (median of reps, after a warm-up)."""
+    """Time forwards of n tokens after a `context`-token cache (fastest of reps, after a
+    warm-up: the minimum is the estimate least disturbed by other work on the machine; the
+    decoder refines the estimates from every step it runs)."""
     cache = backend.new_cache()
     ids = torch.arange(context) % backend.vocab_size
     backend.forward(cache, ids, last_only=True)
@@ -157,12 +158,13 @@ def measure_costs(
             backend.forward(cache, ids[:n])
             runs.append(time.perf_counter() - t)
             backend.rollback(cache, context)
-        timings[n] = statistics.median(runs)
+        timings[n] = min(runs)
     return CostModel(timings)
 
 
 def cached_costs(backend: Backend, cache_dir: Path, key: str) -> CostModel:
-    """measure_costs once per machine and model set-up; later runs read the saved profile."""
+    """measure_costs once per machine and model set-up; later runs read the saved profile
+    (`<cache>/profiles/KEY.json`; delete it, or run `outpace bench profile`, to measure again)."""
     path = cache_dir / "profiles" / f"{key}.json"
     if path.exists():
         return CostModel.load(path)

@@ -90,6 +90,7 @@ class GenerationStats:
     verify_s: float = 0.0
     other_s: float = 0.0
     accepted_lengths: list[int] = field(default_factory=list)  # accepted draft tokens per step
+    proposed_lengths: list[int] = field(default_factory=list)  # draft nodes verified per step
     proposed_at: list[int] = field(default_factory=list)  # steps that proposed a token at depth i
     accepted_at: list[int] = field(default_factory=list)  # steps that accepted a token at depth i
 
@@ -99,6 +100,7 @@ class GenerationStats:
         self.verify_s += step.verify_s
         self.other_s += step.other_s
         self.accepted_lengths.append(step.accepted)
+        self.proposed_lengths.append(step.proposed)
         _grow(self.proposed_at, step.depth)
         _grow(self.accepted_at, step.depth)
         for i in range(step.depth):
@@ -137,6 +139,7 @@ class GenerationStats:
             "tau": round(self.tau, 4),
             "acceptance_by_position": [round(a, 4) for a in self.acceptance_by_position],
             "accepted_lengths": list(self.accepted_lengths),
+            "proposed_lengths": list(self.proposed_lengths),
             "tokens_per_s": round(self.tokens_per_s, 3),
             "time_s": {
                 "prefill": round(self.prefill_s, 4),

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from outpace.errors import OutpaceError
 
-DEFAULT_METHODS = "ar,draft-model:qwen2.5-coder-0.5b,prompt-lookup,hf-assisted,hf-prompt-lookup,llama-cpp-ar"
+DEFAULT_METHODS = "ar,draft-model:qwen2.5-coder-0.5b,prompt-lookup,hf-ar,hf-assisted,hf-prompt-lookup,llama-cpp-ar"
 DEFAULT_MAX_NEW_TOKENS = 256
 
 
