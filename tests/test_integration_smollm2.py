@@ -4,28 +4,15 @@
 from __future__ import annotations
 
 import pytest
-import torch
 
-from outpace import models
+from conftest import SMOLLM2_CHATS
+
 from outpace.decoder import Decoder, GenerationConfig
 from outpace.drafters.draft_model import DraftModelDrafter
 from outpace.drafters.prompt_lookup import PromptLookupConfig, PromptLookupDrafter
-from outpace.engine import load_cached
 
-CHATS = [
-    "Write a Python function that returns the n-th Fibonacci number.",
-    "Translate to French: The cat sleeps on the warm windowsill.",
-]
+CHATS = SMOLLM2_CHATS
 CFG = GenerationConfig(max_new_tokens=48, draft_length=4)
-
-
-@pytest.fixture(scope="module")
-def smollm2():
-    models.fetch("smollm2-135m", progress=False)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(2)
-    yield load_cached("smollm2-135m", "float32")
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
