@@ -13,6 +13,7 @@ pytest.importorskip("llama_cpp")
 from outpace.backends.llama_cpp import LlamaCppBackend  # noqa: E402
 from outpace.decoder import Decoder, GenerationConfig  # noqa: E402
 from outpace.drafters.draft_model import DraftModelDrafter  # noqa: E402
+from outpace.drafters.draft_tree import DySpecDrafter, RSDConfig, RSDDrafter, SpecTrDrafter  # noqa: E402
 from outpace.drafters.prompt_lookup import PromptLookupConfig, PromptLookupDrafter  # noqa: E402
 from outpace.sampling import SamplingConfig, probs  # noqa: E402
 from outpace.tree import with_root  # noqa: E402
@@ -85,6 +86,25 @@ def test_rollback(gguf_target):
     torch.testing.assert_close(after, chain_logits(gguf_target, [1, 2, 3], [7]), atol=1e-3, rtol=1e-3)
 
 
+def test_rollback_into_a_tree_keeps_its_root_chain_only(gguf_target):
+    b = gguf_target
+    prefix = [1, 30, 31, 32]
+    cache = b.new_cache()
+    b.forward(cache, torch.tensor(prefix))
+    b.forward(cache, torch.tensor([9, 2, 7, 6]), torch.tensor([-1, 0, 1, 0]))  # 9 -> 2 -> 7 is a chain
+    b.rollback(cache, len(prefix) + 3)
+    after = b.forward(cache, torch.tensor([11])).logits
+    torch.testing.assert_close(after, chain_logits(b, prefix + [9, 2, 7], [11]), atol=1e-3, rtol=1e-3)
+    b.forward(cache, torch.tensor([9, 2, 7]), torch.tensor([-1, 0, 0]))
+    with pytest.raises(ValueError, match="chain from its root"):
+        b.rollback(cache, b.cache_len(cache))  # node 2's parent is the root, not node 1
+    # keep() from before the tree: rows of the kept chain [9, 2, 7, 11], then tree rows
+    b.keep(cache, len(prefix), [0, 1, 2, 3, 4, 6])  # + tree nodes 9 and its child 7
+    after = b.forward(cache, torch.tensor([5])).logits
+    # (batch shapes differ from the reference's: rounding up to a few 1e-3; a wrong context is far off)
+    torch.testing.assert_close(after, chain_logits(b, prefix + [9, 2, 7, 11, 9, 7], [5]), atol=5e-3, rtol=1e-3)
+
+
 CFG = GenerationConfig(max_new_tokens=32, draft_length=4)
 
 
@@ -99,6 +119,10 @@ def test_greedy_speculative_equals_autoregressive(gguf_target, gguf_draft, promp
         OracleDrafter(prompt + ar),
         OracleDrafter(prompt + ar, wrong=True),
         OracleDrafter(prompt + ar, tree=True),
+        SpecTrDrafter(gguf_draft),
+        RSDDrafter(gguf_draft),
+        RSDDrafter(gguf_draft, RSDConfig(method="beam")),
+        DySpecDrafter(gguf_draft),  # grows its tree over several draft forwards
     ]
     for drafter in drafters:
         assert Decoder(gguf_target, None, drafter).generate(prompt, CFG).tokens == ar, drafter.name

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from outpace.bench.config import RunConfig, parse_methods, reference_of
+from outpace.bench.config import RunConfig, drafter_spec, method_kind, parse_methods, reference_of
 from outpace.bench.machine import cpu_flags, cpu_model
 from outpace.bench.questions import (
     Question,
@@ -40,6 +40,15 @@ def test_hf_assisted_draft_defaults_to_the_first_draft_model_method() -> None:
     assert _draft_for(("ar", "draft-model:small,quant=int8", "draft-model:other"), None) == "small"
     assert _draft_for(("ar", "draft-model:small"), "explicit") == "explicit"
     assert _draft_for(("ar", "prompt-lookup"), None) == "qwen2.5-coder-0.5b"
+
+
+def test_adaptive_suffix_names_the_same_drafter_with_the_cost_aware_length() -> None:
+    assert parse_methods("ar,draft-model:m,quant=int4@adaptive") == ("ar", "draft-model:m,quant=int4@adaptive")
+    assert drafter_spec("draft-model:m,quant=int4@adaptive") == "draft-model:m,quant=int4"
+    assert method_kind("prompt-lookup@adaptive") == "prompt-lookup"
+    assert reference_of("prompt-lookup@adaptive") == "ar"
+    with pytest.raises(OutpaceError, match="no drafter"):
+        drafter_spec("ar@adaptive")
 
 
 def test_references() -> None:

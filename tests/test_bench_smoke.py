@@ -4,6 +4,7 @@ records, report table, plots, exactness, resume, skipped peers, bad input."""
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -18,7 +19,7 @@ CHAT_TEMPLATE = (
     "{% for m in messages %}{{ m['role'] }} {{ m['content'] }} {% endfor %}"
     "{% if add_generation_prompt %}assistant{% endif %}"
 )
-METHODS = "ar,prompt-lookup,draft-model:{draft},hf-ar,hf-assisted,hf-prompt-lookup,llama-cpp-ar"
+METHODS = "ar,prompt-lookup,prompt-lookup@adaptive,draft-model:{draft},hf-ar,hf-assisted,hf-prompt-lookup,llama-cpp-ar"
 SPEC_BENCH_TASKS = ["MT-bench", "Translation", "Summarization", "QA", "Math", "RAG"]
 
 
@@ -67,13 +68,20 @@ def _shared(tmp_path_factory: pytest.TempPathFactory, name: str, make) -> Path:
     those that modify a run copy it first."""
     from filelock import FileLock
 
-    root = tmp_path_factory.getbasetemp().parent
+    root = _session_root(tmp_path_factory)
     path = root / name
     with FileLock(str(root / f"{name}.lock")):
         if not (path / ".done").exists():
             make(path)
             (path / ".done").write_text("")
     return path
+
+
+def _session_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The temp directory of this test session, shared by its xdist workers. Without xdist the
+    base temp itself: its parent outlives the session, and a stale run there would be reused."""
+    base = tmp_path_factory.getbasetemp()
+    return base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
 
 
 def _make_tiny(path: Path) -> None:
@@ -84,7 +92,7 @@ def _make_tiny(path: Path) -> None:
 @pytest.fixture(autouse=True)
 def _private_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
     """Keep what the engine caches (measured cost curves) out of the user's cache."""
-    monkeypatch.setenv("OUTPACE_CACHE", str(tmp_path_factory.getbasetemp().parent / "bench_cache"))
+    monkeypatch.setenv("OUTPACE_CACHE", str(_session_root(tmp_path_factory) / "bench_cache"))
 
 
 @pytest.fixture(scope="session")
@@ -129,7 +137,7 @@ def run_copy(run: Path, tmp_path: Path) -> Path:
 
 def test_records_cover_every_turn_of_every_method(run: Path, tiny_dirs: tuple[Path, Path]) -> None:
     recs = _records(run)
-    ran = ["ar", "prompt-lookup", f"draft-model:{tiny_dirs[1]}", "hf-ar", "hf-assisted", "hf-prompt-lookup"]
+    ran = ["ar", "prompt-lookup", "prompt-lookup@adaptive", f"draft-model:{tiny_dirs[1]}", "hf-ar", "hf-assisted", "hf-prompt-lookup"]
     # 2 prompts in each of 6 tasks; the 2 MT-bench prompts have 2 turns: 14 turns per method.
     assert sorted({r["method"] for r in recs}) == sorted(ran)
     for m in ran:
@@ -182,10 +190,10 @@ def test_report_has_a_row_per_method_and_the_leaderboard_columns(run: Path) -> N
                           "Projected speedup (gpu-like) †"]
     rows = {line.split("|")[1].strip().strip("`"): [c.strip() for c in line.strip("|").split("|")]
             for line in table[2:]}
-    assert len(rows) == 6 and "llama-cpp-ar" not in rows
+    assert len(rows) == 7 and "llama-cpp-ar" not in rows
     assert rows["ar"][1:8] == ["1.00x"] * 7  # the baseline against itself
     assert rows["ar"][10] == "reference" and rows["hf-ar"][10] == "reference"
-    assert rows["prompt-lookup"][10] == "14/14 (100%)"
+    assert rows["prompt-lookup"][10] == rows["prompt-lookup@adaptive"][10] == "14/14 (100%)"
     assert rows["hf-assisted"][10] == "14/14 (100%)"
     assert rows["hf-ar"][8] == "—" and rows["hf-ar"][11] == "n/a"  # peers: no steps, no projection
     assert float(rows["prompt-lookup"][8]) >= 1.0

@@ -41,7 +41,7 @@ def test_policy_learns_from_acceptance_and_probes():
     for _ in range(30):
         policy.observe(depth=4, accepted=0)
     assert policy.budget() == 0  # nothing is ever accepted: decode plainly...
-    assert 4 in [policy.budget() for _ in range(4)]  # ...but probe now and then
+    assert [policy.budget() for _ in range(4)] == [0, 0, 1, 0]  # ...but probe one token now and then
 
 
 def test_bad_cost_model():
@@ -70,3 +70,15 @@ def test_adaptive_needs_a_cost_model(target, draft_backend):
     cfg = GenerationConfig(max_new_tokens=4, adaptive=True)
     with pytest.raises(OutpaceError, match="cost model"):
         Decoder(target, None, DraftModelDrafter(draft_backend)).generate([1, 2], cfg)
+
+
+def test_draft_cost_is_unknown_until_the_first_draft_step_then_smoothed() -> None:
+    costs = CostModel({1: 1.0, 2: 1.2})
+    assert costs.draft(3) == 0.0
+    costs.observe_draft(4, 0.4)
+    assert costs.draft_s_per_token == pytest.approx(0.1)  # the first timing is taken whole
+    costs.observe_draft(1, 0.2)
+    assert costs.draft_s_per_token == pytest.approx(0.8 * 0.1 + 0.2 * 0.2)
+    # an expensive drafter makes the policy stop drafting even at perfect acceptance
+    costs.observe_draft(1, 10.0)
+    assert best_draft_length([1.0] * 4, costs, 4) == 0

@@ -32,7 +32,7 @@ class CostModel:
     """
 
     verify_s: dict[int, float]
-    draft_s_per_token: float = 0.0
+    draft_s_per_token: float | None = None  # None: not measured yet (the first draft step sets it)
     decay: float = 0.8  # weight of the old estimate when a new measurement arrives
 
     def __post_init__(self) -> None:
@@ -60,19 +60,26 @@ class CostModel:
 
     def observe_draft(self, tokens: int, seconds: float) -> None:
         if tokens > 0:
-            per = seconds / tokens
-            self.draft_s_per_token = self.decay * self.draft_s_per_token + (1 - self.decay) * per
+            per, old = seconds / tokens, self.draft_s_per_token
+            self.draft_s_per_token = per if old is None else self.decay * old + (1 - self.decay) * per
+
+    def draft(self, tokens: int) -> float:
+        """Seconds to draft `tokens` tokens (0 until a draft step has been timed)."""
+        return tokens * (self.draft_s_per_token or 0.0)
 
     def to_json(self) -> dict[str, object]:
-        return {"verify_s": {str(k): v for k, v in sorted(self.verify_s.items())},
-                "draft_s_per_token": self.draft_s_per_token}
+        data: dict[str, object] = {"verify_s": {str(k): v for k, v in sorted(self.verify_s.items())}}
+        if self.draft_s_per_token is not None:
+            data["draft_s_per_token"] = self.draft_s_per_token
+        return data
 
     @staticmethod
     def load(path: Path) -> CostModel:
         try:
             data = json.loads(path.read_text())
+            draft = data.get("draft_s_per_token")
             return CostModel({int(k): float(v) for k, v in data["verify_s"].items()},
-                             float(data.get("draft_s_per_token", 0.0)))
+                             None if draft is None else float(draft))
         except (OSError, ValueError, KeyError, TypeError) as err:
             raise OutpaceError(f"cannot read cost profile {path}: {err}") from None
 
@@ -90,7 +97,7 @@ def best_draft_length(accept: list[float], costs: CostModel, max_k: int) -> int:
     """The k in 0..max_k with the most expected tokens per second (ties: the smaller k)."""
     best_k, best_rate = 0, -math.inf
     for k in range(0, max_k + 1):
-        rate = expected_tokens(accept, k) / (costs.verify(k + 1) + k * costs.draft_s_per_token)
+        rate = expected_tokens(accept, k) / (costs.verify(k + 1) + costs.draft(k))
         if rate > best_rate * (1 + 1e-9):
             best_k, best_rate = k, rate
     return best_k
@@ -99,8 +106,10 @@ def best_draft_length(accept: list[float], costs: CostModel, max_k: int) -> int:
 @dataclass
 class AdaptiveDraftLength:
     """Per-request policy: per-position acceptance estimates (smoothed counts with a prior) and
-    the cost model pick each step's draft length. Every `probe_every` steps at k = 0 it drafts
-    the maximum once, so a drafter that starts paying off is noticed again."""
+    the cost model pick each step's draft length. After `probe_every` steps at k = 0 it drafts
+    one token once, so a drafter that starts paying off is noticed again; one token is the
+    cheapest probe (on 2 cores verifying 5 tokens costs ~3 single ones) and measures the
+    position that decides whether drafting pays at all."""
 
     costs: CostModel
     max_k: int
@@ -126,7 +135,7 @@ class AdaptiveDraftLength:
             self._idle += 1
             if self._idle >= self.probe_every:
                 self._idle = 0
-                return self.max_k
+                return min(1, self.max_k)
         return k
 
     def observe(self, depth: int, accepted: int) -> None:

@@ -43,7 +43,7 @@ class LlamaCache:
 
     seq: int
     length: int = 0
-    tree: tuple[int, list[int], list[int]] | None = None  # (start, scratch seqs, leaf seq of each node)
+    tree: tuple[int, list[int], list[int], list[int]] | None = None  # (start, scratch seqs, leaf seq of each node, parents)
 
 
 @dataclass
@@ -124,8 +124,17 @@ class LlamaCppBackend:
         return cache.length
 
     def rollback(self, cache: LlamaCache, length: int) -> None:
+        """Keep the first `length` entries. After a tree forward, the tree nodes kept must be a
+        chain from its root (node i's parent is node i - 1), as on the torch backend."""
         if length > cache.length:
             raise ValueError(f"cannot roll back a cache of {cache.length} to {length}")
+        if cache.tree is not None and length > cache.tree[0]:
+            start, parents = cache.tree[0], cache.tree[3]
+            rows = list(range(length - start))
+            if any(parents[i] != i - 1 for i in rows):
+                raise ValueError("rollback into a tree forward must keep a chain from its root; use keep()")
+            self.keep(cache, start, rows)
+            return
         self._drop_tree(cache)
         self._lib.llama_memory_seq_rm(self._mem, cache.seq, length, -1)
         cache.length = length
@@ -137,9 +146,18 @@ class LlamaCppBackend:
                 raise ValueError("keep() with non-prefix rows needs a preceding tree forward")
             self.rollback(cache, start + len(rows))
             return
-        tree_start, scratch, leaf_seq = cache.tree
-        if tree_start != start:
-            raise ValueError(f"keep() start {start} does not match the tree forward at {tree_start}")
+        tree_start, scratch, leaf_seq, _ = cache.tree
+        if tree_start < start:
+            raise ValueError(f"keep() start {start} is inside the tree forward at {tree_start}")
+        if tree_start > start:  # rows before the tree are in the sequence already: a prefix of them
+            before = tree_start - start
+            head = [r for r in rows if r < before]
+            if head != list(range(len(head))) or (len(head) < before and len(rows) > len(head)):
+                raise ValueError("keep() rows must be a path: the entries before the tree forward, then tree rows")
+            if len(head) < before:
+                self.rollback(cache, start + len(head))
+                return
+            start, rows = tree_start, [r - before for r in rows[len(head):]]
         if rows:
             # The accepted rows are a root-to-node path: positions start .. start+len-1 of the
             # sequence of any leaf below the last row hold exactly those nodes.
@@ -188,7 +206,7 @@ class LlamaCppBackend:
         seqs, scratch, leaf_seq = self._tree_seqs(cache, parents)
         positions = (start + depths(parents) - 1).tolist()
         logits = self._decode(ids, positions, seqs, [True] * n)
-        cache.tree = (start, scratch, leaf_seq)
+        cache.tree = (start, scratch, leaf_seq, parents.tolist())
         cache.length = start + n
         return ForwardOutput(torch.from_numpy(logits))
 

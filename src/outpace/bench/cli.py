@@ -34,6 +34,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.set_defaults(max_new_tokens=DEFAULT_MAX_NEW_TOKENS, run=_run_bench)
     p.add_argument("--methods", default=DEFAULT_METHODS,
                    help="comma-separated: ar, any outpace drafter spec (draft-model:MODEL, prompt-lookup[:k=v,...]), "
+                   "a drafter spec ending in @adaptive (that method alone chooses its draft length from measured costs), "
                    f"hf-ar, hf-assisted, hf-prompt-lookup, llama-cpp-ar (default {DEFAULT_METHODS})")
     p.add_argument("--draft", default=None,
                    help="hf-assisted's draft model (default: the first draft-model: method's, else qwen2.5-coder-0.5b)")

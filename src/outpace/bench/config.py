@@ -34,16 +34,28 @@ def is_peer(method: str) -> bool:
     return method in PEERS
 
 
+#: Method suffix: the same drafter with the cost-aware draft length (`outpace.policies`), so
+#: one run can hold ``prompt-lookup`` and ``prompt-lookup@adaptive`` side by side.
+ADAPTIVE_SUFFIX = "@adaptive"
+
+
+def is_adaptive(method: str) -> bool:
+    return method.endswith(ADAPTIVE_SUFFIX)
+
+
 def drafter_spec(method: str) -> str:
     """The outpace drafter spec of an outpace method (``ar`` means no drafter)."""
     if is_peer(method):
         raise ValueError(f"{method} is a peer, not an outpace drafter")
-    return "none" if method == BASELINE else method
+    base = method.removesuffix(ADAPTIVE_SUFFIX)
+    if base == BASELINE and base != method:
+        raise OutpaceError("'ar@adaptive' has no drafter to adapt; use ar")
+    return "none" if base == BASELINE else base
 
 
 def method_kind(method: str) -> str:
     """The drafter kind (``draft-model``, ``prompt-lookup``, ...), or the peer/baseline name."""
-    return method.partition(":")[0]
+    return method.removesuffix(ADAPTIVE_SUFFIX).partition(":")[0]
 
 
 def reference_of(method: str) -> str | None:

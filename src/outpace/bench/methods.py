@@ -19,7 +19,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from outpace.bench.config import HF_AR, PEERS, RunConfig, drafter_spec, is_peer
+from outpace.bench.config import HF_AR, PEERS, RunConfig, drafter_spec, is_adaptive, is_peer
 from outpace.errors import OutpaceError
 
 LLAMA_INSTALL = "pip install llama-cpp-python"
@@ -103,9 +103,10 @@ def _finish(tokens: list[int], eos: frozenset[int], limit: int) -> tuple[list[in
 class OutpaceMethod:
     """An outpace decoder (any drafter, or none for ``ar``)."""
 
-    def __init__(self, name: str, decoder: Any) -> None:
+    def __init__(self, name: str, decoder: Any, adaptive: bool = False) -> None:
         self.name = name
         self.decoder = decoder
+        self.adaptive = adaptive  # on for this method alone (``METHOD@adaptive``)
 
     def generate(self, prompt: Sequence[int], settings: Settings) -> Generation:
         from outpace.decoder import GenerationConfig
@@ -113,7 +114,7 @@ class OutpaceMethod:
 
         sampling = SamplingConfig(settings.temperature, settings.top_k, settings.top_p, settings.seed)
         cfg = GenerationConfig(settings.max_new_tokens, sampling, (), settings.draft_length,
-                               adaptive=settings.adaptive)
+                               adaptive=settings.adaptive or self.adaptive)
         t0 = time.perf_counter()
         result = self.decoder.generate(list(prompt), cfg)
         wall = time.perf_counter() - t0
@@ -271,7 +272,7 @@ def build_methods(
         if not is_peer(name):
             if name != "ar":
                 say(f"building {name} ...")
-            methods[name] = OutpaceMethod(name, build(spec(drafter_spec(name))).decoder)
+            methods[name] = OutpaceMethod(name, build(spec(drafter_spec(name))).decoder, is_adaptive(name))
             continue
         try:
             methods[name] = _peer(name, config, reference, say)

@@ -314,9 +314,10 @@ class DraftCache:
         """Draft logits after each `need` node of the tree (tokens, parents): [len(need), vocab]."""
         want = _closure(parents, need)
         keep = _reusable(self._fed, parents, want)
-        if keep < len(self._fed):
-            self.backend.rollback(self._cache, self._n + keep)
-            del self._fed[keep:], self._fed_tokens[keep:]
+        # also when nothing is dropped: a backend that keeps tree nodes apart (llama.cpp) folds
+        # the kept chain into the sequence the next forward extends
+        self.backend.rollback(self._cache, self._n + keep)
+        del self._fed[keep:], self._fed_tokens[keep:]
         cached = set(self._fed)
         feed = [v for v in want if v not in cached]
         if feed:
