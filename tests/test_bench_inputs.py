@@ -159,3 +159,16 @@ def test_machine_info_from_cpuinfo_text() -> None:
     assert cpu_model(text) == "AMD EPYC 9R14"
     assert cpu_flags(text) == ["avx2", "avx512f", "avx512_bf16"]
     assert cpu_model("") != ""
+
+
+def test_auto_dtype_is_bf16_only_where_bf16_is_native() -> None:
+    from outpace.hardware import auto_dtype, resolve_dtype
+
+    epyc = "model name\t: AMD EPYC 9R14\nflags\t\t: fpu avx2 avx512f avx512_bf16\n"
+    xeon = "model name\t: Intel Xeon\nflags\t\t: fpu avx2 avx512f\n"
+    arm = "Features\t: fp asimd bf16\n"
+    assert auto_dtype(False, epyc) == auto_dtype(False, arm) == "bfloat16"
+    assert auto_dtype(False, xeon) == "float32"
+    assert auto_dtype(True, xeon) == "bfloat16"
+    assert resolve_dtype("float16") == "float16"
+    assert resolve_dtype("auto") in ("bfloat16", "float32")

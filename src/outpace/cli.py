@@ -59,8 +59,9 @@ def add_engine_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--target", default=DEFAULT_TARGET, help=f"target model (default {DEFAULT_TARGET})")
     p.add_argument("--backend", default="torch", choices=["torch", "llama.cpp"],
                    help="torch (transformers models) or llama.cpp (GGUF files; fastest on a CPU)")
-    p.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float32", "float16"],
-                   help="torch backend only")
+    p.add_argument("--dtype", default="auto", choices=["auto", "bfloat16", "float32", "float16"],
+                   help="torch backend only; auto (default): bfloat16 on a GPU or a CPU with native bf16 "
+                   "(avx512_bf16, AMX), else float32, which is as fast as emulated bf16 and exact")
     p.add_argument("--threads", type=int, default=None, help="CPU threads (default: all cores)")
     p.add_argument(
         "--quant",

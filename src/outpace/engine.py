@@ -23,6 +23,7 @@ from outpace.drafters.draft_model import DraftModelDrafter, check_same_tokenizer
 from outpace.drafters.draft_tree import DRAFTER_ROWS as DRAFT_TREE_ROWS
 from outpace.drafters.prompt_lookup import PromptLookupConfig, PromptLookupDrafter
 from outpace.errors import OutpaceError
+from outpace.hardware import resolve_dtype
 from outpace.policies import cached_costs
 
 
@@ -30,7 +31,7 @@ from outpace.policies import cached_costs
 class EngineSpec:
     target: str
     drafter: str = "none"
-    dtype: str = "bfloat16"
+    dtype: str = "auto"  # auto: bfloat16 where it is native (GPU, avx512_bf16/AMX), else float32
     quant: str | None = None  # weight-only quantization of the target: int8, int4, int4g64, ...
     cost_profile: bool = True  # measure (once, cached) the target's forward costs for --adaptive
     backend: str = "torch"  # or "llama.cpp" (GGUF models; dtype and quant then come from the file)
@@ -52,7 +53,7 @@ class Engine:
 
 def load_cached(spec: str, dtype: str, quant: str | None = None, backend: str = "torch") -> LoadedModel:
     """Load a model once per process (the benchmark and the server reuse it)."""
-    return _load_once(spec, dtype, quant, backend)  # positional: one cache entry per model
+    return _load_once(spec, resolve_dtype(dtype), quant, backend)  # positional: one cache entry per model
 
 
 @lru_cache(maxsize=4)
@@ -71,14 +72,15 @@ def build(spec: EngineSpec, loader: Loader | None = None) -> Engine:
     """Load the target (and the drafter's models, on the same backend) and assemble a Decoder."""
     if loader is None:
         loader = partial(load_cached, backend=spec.backend)
-    target = loader(spec.target, spec.dtype, spec.quant)
-    drafter = make_drafter(spec.drafter, target, spec.dtype, loader)
+    dtype = resolve_dtype(spec.dtype)
+    target = loader(spec.target, dtype, spec.quant)
+    drafter = make_drafter(spec.drafter, target, dtype, loader)
     costs = None
     if drafter is not None and spec.cost_profile:
         where = Path(spec.target).expanduser()
         ident = str(where.resolve()) if where.exists() else spec.target
         digest = hashlib.sha1(ident.encode()).hexdigest()[:10]
-        key = f"{target.name}-{digest}-{spec.dtype}-{spec.quant}-{torch.get_num_threads()}t-torch{torch.__version__}"
+        key = f"{target.name}-{digest}-{dtype}-{spec.quant}-{torch.get_num_threads()}t-torch{torch.__version__}"
         costs = cached_costs(target.backend, models.cache_dir(), key.replace("/", "_"))
     decoder = Decoder(target.backend, target.tokenizer, drafter, eos_ids=target.eos_ids, costs=costs)
     return Engine(decoder, target, spec.drafter)

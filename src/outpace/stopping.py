@@ -20,28 +20,46 @@ class TextStream:
         self.text = ""  # final text so far (after a stop: the whole answer)
         self._sent = 0
         self.stopped = False
+        # Incremental detokenization (the window scheme of vLLM's detokenizer): decode only
+        # tokens[_prefix:], and take the text past what tokens[_prefix:_read] gave. The prefix
+        # tokens supply context (leading spaces, merges), so the pieces add up to the full
+        # decode, and each push costs O(new tokens) instead of O(all tokens).
+        self._prefix = 0
+        self._read = 0
 
     def push(self, tokens: Sequence[int]) -> str:
         """Add tokens and return the new text that is safe to emit."""
         self.tokens.extend(tokens)
-        if self.tokenizer is None:
+        if self.tokenizer is None or self.stopped:
             return ""
-        text = self.tokenizer.decode(self.tokens, skip_special_tokens=True)
+        text = self.text + self._decode_new(final=False)
         cut = self._first_stop(text)
         if cut is not None:
             self.stopped = True
             self.text = text[:cut]
             return self._emit(len(self.text))
         self.text = text
-        safe = len(text)
-        if text.endswith("\ufffd"):
-            safe = len(text.rstrip("\ufffd"))
-        safe = min(safe, len(text) - self._stop_prefix_len(text))
-        return self._emit(safe)
+        return self._emit(len(text) - self._stop_prefix_len(text))
 
     def flush(self) -> str:
         """Everything not yet emitted (call at the end of generation)."""
+        if self.tokenizer is not None and not self.stopped:
+            self.text += self._decode_new(final=True)
+            cut = self._first_stop(self.text)
+            if cut is not None:
+                self.stopped = True
+                self.text = self.text[:cut]
         return self._emit(len(self.text))
+
+    def _decode_new(self, final: bool) -> str:
+        """Text of the tokens not decoded yet; "" while it ends inside a UTF-8 sequence."""
+        decode = self.tokenizer.decode
+        before = decode(self.tokens[self._prefix : self._read], skip_special_tokens=True)
+        now = decode(self.tokens[self._prefix :], skip_special_tokens=True)
+        if len(now) <= len(before) or (now.endswith("\ufffd") and not final):
+            return ""
+        self._prefix, self._read = self._read, len(self.tokens)
+        return now[len(before) :]
 
     def _emit(self, upto: int) -> str:
         upto = max(upto, self._sent)

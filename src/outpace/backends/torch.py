@@ -18,6 +18,7 @@ import torch
 from outpace.backends.base import Backend, Capabilities, ForwardOutput
 from outpace.backends.quant import QuantConfig, quantize_model
 from outpace.errors import OutpaceError
+from outpace.hardware import resolve_dtype
 from outpace.tree import ancestor_mask, depths
 
 log = logging.getLogger(__name__)
@@ -133,7 +134,7 @@ def set_threads(threads: int | None) -> None:
 
 
 def load(
-    spec: str, dtype: str = "bfloat16", quant: str | None = None, *, cache: Path | None = None
+    spec: str, dtype: str = "auto", quant: str | None = None, *, cache: Path | None = None
 ) -> LoadedModel:
     """Load a packaged short name, a GGUF file, an HF directory or a hub id.
 
@@ -144,8 +145,9 @@ def load(
     """
     from outpace import models
 
+    dtype = resolve_dtype(dtype)
     if dtype not in DTYPES:
-        raise OutpaceError(f"dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
+        raise OutpaceError(f"dtype must be auto or one of {sorted(DTYPES)}, got {dtype!r}")
     qcfg = parse_quant(quant)
     source = models.resolve(spec, cache=cache)
     root = cache or models.cache_dir()

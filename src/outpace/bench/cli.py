@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 from outpace.errors import OutpaceError
+from outpace.hardware import resolve_dtype
 
 DEFAULT_METHODS = "ar,draft-model:qwen2.5-coder-0.5b,prompt-lookup,hf-ar,hf-assisted,hf-prompt-lookup,llama-cpp-ar"
 DEFAULT_MAX_NEW_TOKENS = 256
@@ -104,7 +105,7 @@ def _run_bench(args: argparse.Namespace) -> int:
     methods = parse_methods(args.methods)
     questions, digest = load_suite(args.suite, args.questions)
     config = RunConfig(
-        target=args.target, methods=methods, dtype=args.dtype, backend=args.backend, quant=args.quant,
+        target=args.target, methods=methods, dtype=resolve_dtype(args.dtype), backend=args.backend, quant=args.quant,
         adaptive=args.adaptive, threads=args.threads,
         max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
         seed=args.seed, draft_length=args.draft_length, repeats=args.repeats, per_task=args.per_task,
@@ -153,7 +154,7 @@ def _run_profile(args: argparse.Namespace) -> int:
         raise OutpaceError(f"--ks must be comma-separated integers, got {args.ks!r}") from None
     set_threads(args.threads)
     draft = None if args.draft in ("", "none") else args.draft
-    result = measure(args.target, args.dtype, draft, ks, args.context, args.repeats, quant=args.quant,
+    result = measure(args.target, resolve_dtype(args.dtype), draft, ks, args.context, args.repeats, quant=args.quant,
                      backend=args.backend, say=lambda m: print(f"outpace bench profile: {m}", file=sys.stderr))
     path = Path(args.out)
     path.parent.mkdir(parents=True, exist_ok=True)
