@@ -6,13 +6,15 @@ from conftest import tiny_model
 from outpace.decoder import Decoder, GenerationConfig
 from outpace.drafters.draft_model import DraftModelDrafter
 from outpace.errors import OutpaceError
-from outpace.policies import AdaptiveDraftLength, CostModel, best_draft_length, expected_tokens, measure_costs
+from outpace.policies import AdaptiveDraftLength, CostModel, best_draft_length, chain_rates, expected_tokens, measure_costs
 
 
 def test_expected_tokens():
-    assert expected_tokens([0.5, 0.5, 0.5], 0) == 1.0
-    assert expected_tokens([0.5, 0.5, 0.5], 2) == pytest.approx(1.75)
-    assert expected_tokens([1.0] * 4, 4) == 5.0
+    half = chain_rates([0.5, 0.5, 0.5])
+    assert half == [0.5, 0.25, 0.125]
+    assert expected_tokens(half, 0) == 1.0
+    assert expected_tokens(half, 2) == pytest.approx(1.75)
+    assert expected_tokens(chain_rates([1.0] * 4), 4) == 5.0
 
 
 def test_cost_interpolation_and_extrapolation():
@@ -25,12 +27,12 @@ def test_cost_interpolation_and_extrapolation():
 
 def test_flat_costs_favour_long_drafts_steep_costs_favour_none():
     flat = CostModel({1: 1.0, 16: 1.0})
-    assert best_draft_length([0.8] * 8, flat, 8) == 8
+    assert best_draft_length(chain_rates([0.8] * 8), flat, 8) == 8
     steep = CostModel({1: 1.0, 2: 2.0, 8: 8.0})  # verifying k tokens costs k single forwards
-    assert best_draft_length([0.8] * 8, steep, 8) == 0
+    assert best_draft_length(chain_rates([0.8] * 8), steep, 8) == 0
     # In between: with a draft cost, a middling length wins
     mid = CostModel({1: 1.0, 2: 1.1, 3: 1.25, 5: 1.6, 9: 2.6}, draft_s_per_token=0.1)
-    k = best_draft_length([0.7] * 8, mid, 8)
+    k = best_draft_length(chain_rates([0.7] * 8), mid, 8)
     assert 1 <= k < 8
 
 
@@ -39,9 +41,18 @@ def test_policy_learns_from_acceptance_and_probes():
     policy = AdaptiveDraftLength(costs, max_k=4, probe_every=4)
     assert policy.budget() == 3  # prior acceptance 0.6: E(3)/cost(3) = 2.18/1.5 is the best
     for _ in range(30):
-        policy.observe(depth=4, accepted=0)
+        policy.observe(4, [])
     assert policy.budget() == 0  # nothing is ever accepted: decode plainly...
     assert [policy.budget() for _ in range(4)] == [0, 0, 1, 0]  # ...but probe one token now and then
+
+
+def test_policy_rates_count_each_node_on_the_accepted_path():
+    costs = CostModel({1: 1.0, 16: 1.0})
+    policy = AdaptiveDraftLength(costs, max_k=4, prior_weight=1e-9, decay=1.0)
+    policy.observe(4, [0, 1])  # chain: the first two tokens accepted
+    policy.observe(4, [0, 2])  # tree: node 0 and its child 2 accepted, sibling 1 not
+    policy.observe(2, [])  # nodes 2 and 3 not proposed: their rates see 2 steps only
+    assert policy.rates() == pytest.approx([2 / 3, 1 / 3, 1 / 2, 0.0], abs=1e-6)
 
 
 def test_bad_cost_model():
@@ -64,6 +75,24 @@ def test_adaptive_decoding_stays_lossless_and_falls_back(target, draft_backend):
     assert set(measured.verify_s) == {1, 4}
     r2 = Decoder(target, None, DraftModelDrafter(target), costs=measured).generate(prompt, cfg)
     assert r2.tokens == ar
+
+
+def test_adaptive_tree_budgets_stay_lossless_and_follow_the_costs(target, draft_backend):
+    from outpace.drafters.draft_tree import DySpecDrafter
+    from outpace.drafters.prompt_lookup import PromptLookupConfig, PromptLookupDrafter
+
+    prompt = [1, 2, 3, 4, 5, 1, 2, 3, 4, 5, 1, 2]
+    cfg = GenerationConfig(max_new_tokens=30, draft_length=6, adaptive=True)
+    ar = Decoder(target, None).generate(prompt, GenerationConfig(max_new_tokens=30)).tokens
+    steep = CostModel({1: 1.0, 2: 2.0, 8: 8.0})
+    flat = CostModel({1: 1.0, 16: 1.0})
+    for drafter in (PromptLookupDrafter(PromptLookupConfig(branches=3)), DySpecDrafter(draft_backend)):
+        r = Decoder(target, None, drafter, costs=steep).generate(prompt, cfg)
+        assert r.tokens == ar, drafter.name
+        assert max(r.stats.proposed_lengths) <= 1  # verifying costs k forwards: probes of one node at most
+        r = Decoder(target, None, drafter, costs=flat).generate(prompt, cfg)
+        assert r.tokens == ar, drafter.name
+        assert max(r.stats.proposed_lengths) > 1  # free verification: full trees
 
 
 def test_adaptive_needs_a_cost_model(target, draft_backend):

@@ -36,7 +36,7 @@ class GenerationConfig:
     stop: tuple[str, ...] = ()
     draft_length: int = 4
     ignore_eos: bool = False
-    adaptive: bool = False  # pick each step's draft length (<= draft_length) from measured costs
+    adaptive: bool = False  # pick each step's draft length or tree size (<= draft_length) from measured costs
 
     def __post_init__(self) -> None:
         if not isinstance(self.max_new_tokens, int) or self.max_new_tokens <= 0:
@@ -186,7 +186,7 @@ class Decoder:
             step.draft_s, step.verify_s = t_draft - t, t_verify - t_draft
             step.other_s = time.perf_counter() - t_verify
             if policy is not None:
-                policy.observe(step.depth, step.accepted)
+                policy.observe(len(draft), accepted.accepted)
                 policy.costs.observe_verify(len(draft) + 1, step.verify_s)
                 policy.costs.observe_draft(len(draft), step.draft_s)
             stats.add_step(step)
@@ -196,7 +196,7 @@ class Decoder:
                 return
 
     def _policy(self, cfg: GenerationConfig) -> AdaptiveDraftLength | None:
-        if not cfg.adaptive or self.drafter is None or self.drafter.makes_trees:
+        if not cfg.adaptive or self.drafter is None:
             return None
         if self.costs is None:
             raise OutpaceError("adaptive draft length needs a cost model (Decoder(costs=...))")

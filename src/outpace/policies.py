@@ -1,21 +1,26 @@
-"""Draft-length policies: how many tokens to draft next step, from measured costs.
+"""Draft budgets: how many tokens (chain) or nodes (tree) to draft next step, from measured costs.
 
-The expected number of tokens a step commits with draft length k is
-    E(k) = 1 + a1 + a1*a2 + ... + a1*...*ak,
-where ai is the probability that draft position i is accepted given position i-1 was (the
-standard analysis of Leviathan et al. 2023, section 3.1, with per-position rates instead of one
-alpha). A step costs verify(k + 1) + k * draft, so the policy picks the k in 0..max that
-maximises E(k) / cost(k); k = 0 is plain autoregressive decoding, chosen whenever speculation
-cannot pay on this machine (on 2 CPU cores a forward of 8 tokens costs several single ones).
+A step that verifies the first m draft nodes commits, in expectation,
+    E(m) = 1 + r_0 + ... + r_{m-1},
+where r_i is the chance that draft node i ends on the accepted path. For a chain with
+per-position acceptance a_1, a_2, ... this is r_i = a_1 * ... * a_{i+1}, the analysis of
+Leviathan et al. 2023 (section 3.1) with a rate per position instead of one alpha; for a tree
+grown best-first (every smaller tree is a prefix of the larger one, in node order) the same sum
+holds node by node, as in the tree-budget analysis of Sequoia (Chen et al. 2024). A step costs
+verify(m + 1) + draft(m), so the policy picks the m in 0..max that maximises E(m) / cost(m);
+m = 0 is plain autoregressive decoding, chosen whenever speculation cannot pay on this machine
+(on 2 CPU cores a forward of 8 tokens costs several single ones).
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Sequence
 
 import torch
 
@@ -84,20 +89,21 @@ class CostModel:
             raise OutpaceError(f"cannot read cost profile {path}: {err}") from None
 
 
-def expected_tokens(accept: list[float], k: int) -> float:
-    """E(k) = 1 + sum over i <= k of prod_{j <= i} accept[j-1]."""
-    total, run = 1.0, 1.0
-    for a in accept[:k]:
-        run *= a
-        total += run
-    return total
+def chain_rates(accept: list[float]) -> list[float]:
+    """Per-position acceptance a_1, a_2, ... of a chain -> r_i = a_1 * ... * a_{i+1}."""
+    return list(itertools.accumulate(accept, lambda run, a: run * a))
 
 
-def best_draft_length(accept: list[float], costs: CostModel, max_k: int) -> int:
-    """The k in 0..max_k with the most expected tokens per second (ties: the smaller k)."""
+def expected_tokens(rates: list[float], m: int) -> float:
+    """E(m) = 1 + r_0 + ... + r_{m-1}: tokens committed by a step verifying the first m nodes."""
+    return 1.0 + sum(rates[:m])
+
+
+def best_draft_length(rates: list[float], costs: CostModel, max_k: int) -> int:
+    """The m in 0..max_k with the most expected tokens per second (ties: the smaller m)."""
     best_k, best_rate = 0, -math.inf
     for k in range(0, max_k + 1):
-        rate = expected_tokens(accept, k) / (costs.verify(k + 1) + costs.draft(k))
+        rate = expected_tokens(rates, k) / (costs.verify(k + 1) + costs.draft(k))
         if rate > best_rate * (1 + 1e-9):
             best_k, best_rate = k, rate
     return best_k
@@ -105,15 +111,16 @@ def best_draft_length(accept: list[float], costs: CostModel, max_k: int) -> int:
 
 @dataclass
 class AdaptiveDraftLength:
-    """Per-request policy: per-position acceptance estimates (smoothed counts with a prior) and
-    the cost model pick each step's draft length. After `probe_every` steps at k = 0 it drafts
-    one token once, so a drafter that starts paying off is noticed again; one token is the
-    cheapest probe (on 2 cores verifying 5 tokens costs ~3 single ones) and measures the
-    position that decides whether drafting pays at all."""
+    """Per-request policy for chains and trees: for each draft node index i, a smoothed rate of
+    "node i ended on the accepted path" over the steps that proposed it (decayed counts with a
+    prior), and the cost model, pick each step's budget. After `probe_every` steps at 0 it
+    drafts one node once, so a drafter that starts paying off is noticed again; one node is
+    the cheapest probe (on 2 cores verifying 5 tokens costs ~3 single ones) and measures the
+    node that decides whether drafting pays at all."""
 
     costs: CostModel
     max_k: int
-    prior: float = 0.6  # assumed acceptance before any evidence
+    prior: float = 0.6  # assumed per-position acceptance before any evidence (node i: prior^(i+1))
     prior_weight: float = 2.0
     decay: float = 0.95  # forgetting factor: recent steps count more
     probe_every: int = 16
@@ -121,16 +128,17 @@ class AdaptiveDraftLength:
     accepted: list[float] = field(default_factory=list)
     _idle: int = 0
 
-    def acceptance(self) -> list[float]:
+    def rates(self) -> list[float]:
+        """r_i for i < max_k (see the module docstring)."""
         out = []
         for i in range(self.max_k):
             p = self.proposed[i] if i < len(self.proposed) else 0.0
             a = self.accepted[i] if i < len(self.accepted) else 0.0
-            out.append((a + self.prior * self.prior_weight) / (p + self.prior_weight))
+            out.append((a + self.prior ** (i + 1) * self.prior_weight) / (p + self.prior_weight))
         return out
 
     def budget(self) -> int:
-        k = best_draft_length(self.acceptance(), self.costs, self.max_k)
+        k = best_draft_length(self.rates(), self.costs, self.max_k)
         if k == 0:
             self._idle += 1
             if self._idle >= self.probe_every:
@@ -138,16 +146,17 @@ class AdaptiveDraftLength:
                 return min(1, self.max_k)
         return k
 
-    def observe(self, depth: int, accepted: int) -> None:
-        """A step proposed `depth` positions and `accepted` of them were accepted."""
+    def observe(self, proposed: int, accepted_nodes: Sequence[int]) -> None:
+        """A step proposed nodes 0..proposed-1 and `accepted_nodes` (indices) were accepted."""
         for lst in (self.proposed, self.accepted):
             lst.extend([0.0] * (self.max_k - len(lst)))
             for i in range(self.max_k):
                 lst[i] *= self.decay
-        for i in range(min(depth, self.max_k)):
+        for i in range(min(proposed, self.max_k)):
             self.proposed[i] += 1.0
-        for i in range(min(accepted, self.max_k)):
-            self.accepted[i] += 1.0
+        for v in accepted_nodes:
+            if v < self.max_k:
+                self.accepted[v] += 1.0
 
 
 def measure_costs(
