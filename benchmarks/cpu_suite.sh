@@ -12,10 +12,10 @@ FAMILY="ar,llama-cpp-ar,draft-model:qwen2.5-coder-0.5b,draft-model:qwen2.5-coder
 # 1. Spec-Bench, 1 prompt per task (7 turns), every drafter + the peers
 outpace bench $COMMON --per-task 1 --methods "$FAMILY,hf-assisted,hf-prompt-lookup" \
   --cost-profile benchmarks/profiles/gpu-like.json --out $R/cpu-specbench-1p-128t
-# 2. HumanEval, first 5 problems, every drafter
-outpace bench $COMMON --suite humaneval --per-task 5 --methods "$FAMILY" \
-  --cost-profile benchmarks/profiles/gpu-like.json --out $R/cpu-humaneval-5p-128t
-# 3. Multi-draft at an equal budget (4 verified draft nodes per step), T = 0 and T = 1
-MD="ar,draft-model:qwen2.5-coder-0.5b,spectr:qwen2.5-coder-0.5b,rsd:qwen2.5-coder-0.5b,rsd:qwen2.5-coder-0.5b,method=beam,dyspec:qwen2.5-coder-0.5b"
+# 2-3. Multi-draft at an equal budget (4 verified draft nodes per step), T = 0 and T = 1
+MD="ar,draft-model:qwen2.5-coder-0.5b,spectr:qwen2.5-coder-0.5b,rsd:qwen2.5-coder-0.5b,dyspec:qwen2.5-coder-0.5b"
 outpace bench $COMMON --per-task 1 --methods "$MD" --temperature 0 --out $R/cpu-multidraft-t0-1p-128t
 outpace bench $COMMON --per-task 1 --methods "$MD" --temperature 1 --seed 0 --out $R/cpu-multidraft-t1-1p-128t
+# 4. HumanEval, first 5 problems, every drafter
+outpace bench $COMMON --suite humaneval --per-task 5 --methods "$FAMILY" \
+  --cost-profile benchmarks/profiles/gpu-like.json --out $R/cpu-humaneval-5p-128t

@@ -21,7 +21,12 @@ torch.set_num_threads(1)
 def tiny_model(seed: int = 0, vocab: int = VOCAB, arch: str = "llama", dtype=torch.float32, scale: float = 0.3):
     """A 2-layer random causal LM. `scale` is the init std: large enough for peaked logits, so
     argmaxes are not near-ties and greedy comparisons test the logic, not rounding."""
-    from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
+    from transformers import (
+        LlamaConfig,
+        LlamaForCausalLM,
+        Qwen2Config,
+        Qwen2ForCausalLM,
+    )
 
     cls_cfg, cls = (LlamaConfig, LlamaForCausalLM) if arch == "llama" else (Qwen2Config, Qwen2ForCausalLM)
     cfg = cls_cfg(
@@ -45,7 +50,7 @@ def tiny_model(seed: int = 0, vocab: int = VOCAB, arch: str = "llama", dtype=tor
 
 def word_tokenizer(vocab: int = VOCAB, eos: int | None = None):
     """A word-level tokenizer: token i is the word 'w{i}'."""
-    from tokenizers import Tokenizer, models, pre_tokenizers, decoders
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
 
     words = {f"w{i}": i for i in range(vocab)}

@@ -10,16 +10,22 @@ import torch
 
 pytest.importorskip("llama_cpp")
 
-from outpace.backends.llama_cpp import LlamaCppBackend  # noqa: E402
-from outpace.decoder import Decoder, GenerationConfig  # noqa: E402
-from outpace.drafters.draft_model import DraftModelDrafter  # noqa: E402
-from outpace.drafters.draft_tree import DySpecDrafter, RSDConfig, RSDDrafter, SpecTrDrafter  # noqa: E402
-from outpace.drafters.prompt_lookup import PromptLookupConfig, PromptLookupDrafter  # noqa: E402
-from outpace.sampling import SamplingConfig, probs  # noqa: E402
-from outpace.tree import with_root  # noqa: E402
-from stats import ALPHA, chi_square_pvalue  # noqa: E402
-from test_decoder import OracleDrafter  # noqa: E402
-from tiny_gguf import write_tiny_gguf  # noqa: E402
+from stats import ALPHA, chi_square_pvalue
+from test_decoder import OracleDrafter
+from tiny_gguf import write_tiny_gguf
+
+from outpace.backends.llama_cpp import LlamaCppBackend
+from outpace.decoder import Decoder, GenerationConfig
+from outpace.drafters.draft_model import DraftModelDrafter
+from outpace.drafters.draft_tree import (
+    DySpecDrafter,
+    RSDConfig,
+    RSDDrafter,
+    SpecTrDrafter,
+)
+from outpace.drafters.prompt_lookup import PromptLookupConfig, PromptLookupDrafter
+from outpace.sampling import SamplingConfig, probs
+from outpace.tree import with_root
 
 W = 259  # first word token
 PROMPTS = [[1, W, W + 1, W + 2, W, W + 1, W + 3], [1, 40, 41, 42, 40, 41, 43, 40], [1, 100]]

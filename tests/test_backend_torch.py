@@ -2,7 +2,6 @@
 
 import torch
 
-from conftest import tiny_model
 from outpace.tree import with_root
 
 

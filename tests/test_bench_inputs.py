@@ -7,7 +7,13 @@ import json
 
 import pytest
 
-from outpace.bench.config import RunConfig, drafter_spec, method_kind, parse_methods, reference_of
+from outpace.bench.config import (
+    RunConfig,
+    drafter_spec,
+    method_kind,
+    parse_methods,
+    reference_of,
+)
 from outpace.bench.machine import cpu_flags, cpu_model
 from outpace.bench.questions import (
     Question,

@@ -26,9 +26,14 @@ def rec(method="ar", qid="1", turn=1, repeat=0, tokens=(1, 2, 3, 4), wall=1.0, t
         proposed=None, times=None) -> TurnRecord:
     """A record; `steps` are accepted lengths per step, `times` (prefill, draft, verify, other)."""
     t = times or (None, None, None, None)
-    return TurnRecord(method, qid, task, task, turn, repeat, 10, len(tokens), wall, "length", "", tuple(tokens),
-                      None if steps is None else len(steps), None if steps is None else tuple(steps),
-                      None if proposed is None else tuple(proposed), True if proposed else None, *t)
+    prefill, draft, verify, other = t
+    return TurnRecord(method=method, question_id=qid, task=task, category=task, turn=turn, repeat=repeat,
+                      prompt_tokens=10, new_tokens=len(tokens), wall_s=wall, finish_reason="length", text="",
+                      tokens=tuple(tokens), steps=None if steps is None else len(steps),
+                      accepted_lengths=None if steps is None else tuple(steps),
+                      proposed_lengths=None if proposed is None else tuple(proposed),
+                      proposed_exact=True if proposed else None,
+                      prefill_s=prefill, draft_s=draft, verify_s=verify, other_s=other)
 
 
 def test_prompt_speed_sums_turns_before_dividing() -> None:
@@ -141,6 +146,7 @@ def test_records_round_trip_and_reject_inconsistent_counts() -> None:
     assert TurnRecord.from_json(r.to_json()) == r
     assert r.to_json()["tokens_per_s"] == 4.0
     with pytest.raises(OutpaceError, match="new_tokens"):
-        TurnRecord("ar", "1", "qa", "qa", 1, 0, 3, 5, 1.0, "eos", "", (1, 2))
+        TurnRecord(method="ar", question_id="1", task="qa", category="qa", turn=1, repeat=0, prompt_tokens=3,
+                   new_tokens=5, wall_s=1.0, finish_reason="eos", text="", tokens=(1, 2))
     with pytest.raises(OutpaceError, match="lacks"):
         TurnRecord.from_json({"method": "ar"})

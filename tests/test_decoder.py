@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import pytest
 import torch
+from conftest import VOCAB, tiny_model
 
-from conftest import VOCAB, tiny_model, word_tokenizer
 from outpace.decoder import Decoder, GenerationConfig
 from outpace.drafters.base import DraftContext
 from outpace.drafters.draft_model import DraftModelDrafter

@@ -6,19 +6,20 @@ models, and the engine's drafter specs."""
 from __future__ import annotations
 
 import zlib
-from functools import lru_cache
+from functools import cache
 
 import pytest
 import torch
-from hypothesis import given, settings, strategies as st
-
 from conftest import VOCAB, tiny_model, word_tokenizer
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from outpace.backends.torch import LoadedModel
 from outpace.decoder import Decoder, GenerationConfig
 from outpace.drafters import draft_tree as dt
 from outpace.engine import make_drafter
 from outpace.errors import OutpaceError
-from outpace.sampling import SamplingConfig, make_rng, probs
+from outpace.sampling import SamplingConfig, make_rng
 from outpace.tree import ancestor_mask, children, depths, validate_parents, with_root
 from outpace.types import Draft
 from outpace.verify.multidraft import ChainsDraft, chain_candidates
@@ -28,7 +29,7 @@ from outpace.verify.multidraft import ChainsDraft, chain_candidates
 V = 6
 
 
-@lru_cache(maxsize=None)
+@cache
 def _logits(seed: int, ctx: tuple[int, ...]) -> torch.Tensor:
     g = torch.Generator().manual_seed(zlib.crc32(repr((seed, ctx)).encode()))
     return torch.randn(V, generator=g) * 2.0

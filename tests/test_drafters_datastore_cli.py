@@ -8,8 +8,8 @@ import argparse
 import json
 
 import pytest
-
 from conftest import VOCAB, word_tokenizer
+
 from outpace import datastore_cli
 from outpace.datastore import Datastore, tokenizer_fingerprint
 from outpace.decoder import Decoder, GenerationConfig

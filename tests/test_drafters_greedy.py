@@ -5,8 +5,8 @@ specs of `outpace.engine` build them, with clear errors for bad specs."""
 from __future__ import annotations
 
 import pytest
-
 from conftest import VOCAB, tiny_model, word_tokenizer
+
 from outpace.backends.torch import LoadedModel
 from outpace.datastore import Datastore, tokenizer_fingerprint
 from outpace.decoder import Decoder, GenerationConfig

@@ -17,14 +17,15 @@ Each test has false-failure rate ALPHA = 1e-4 (see tests/stats.py); runs are see
 from __future__ import annotations
 
 from collections import Counter
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import pytest
 import torch
-
 from conftest import tiny_model
 from stats import ALPHA, chi_square_pvalue
+
 from outpace.backends.base import Capabilities, ForwardOutput
 from outpace.datastore import Datastore
 from outpace.decoder import Decoder, GenerationConfig
@@ -32,7 +33,12 @@ from outpace.drafters.aded import AdedConfig, AdedDrafter
 from outpace.drafters.rasd import RasdDrafter
 from outpace.drafters.recycling import RecyclingConfig, RecyclingDrafter
 from outpace.drafters.rest import ContextRetriever, DatastoreRetriever, RestDrafter
-from outpace.drafters.stand import StandConfig, StandDrafter, gumbel_top, without_replacement
+from outpace.drafters.stand import (
+    StandConfig,
+    StandDrafter,
+    gumbel_top,
+    without_replacement,
+)
 from outpace.sampling import SamplingConfig, probs
 from outpace.tree import depths
 from outpace.verify import specinfer_tree

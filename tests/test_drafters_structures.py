@@ -13,7 +13,13 @@ import pytest
 import torch
 
 from outpace.datastore import SEPARATOR, Datastore, read_corpus, suffix_array
-from outpace.drafters.aded import AdedConfig, AdedDrafter, TrigramMatrix, mcts_paths, trigram_csr
+from outpace.drafters.aded import (
+    AdedConfig,
+    AdedDrafter,
+    TrigramMatrix,
+    mcts_paths,
+    trigram_csr,
+)
 from outpace.drafters.base import DraftContext
 from outpace.drafters.ngram import ContextIndex, gather_rows
 from outpace.drafters.prompt_lookup import PromptLookupDrafter
@@ -26,7 +32,12 @@ from outpace.drafters.recycling import (
     build_tree,
     paper_template,
 )
-from outpace.drafters.rest import ContextRetriever, DatastoreRetriever, RestConfig, RestDrafter
+from outpace.drafters.rest import (
+    ContextRetriever,
+    DatastoreRetriever,
+    RestConfig,
+    RestDrafter,
+)
 from outpace.drafters.stand import (
     LogitNgramTable,
     SlotStats,

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import pytest
-
 from conftest import word_tokenizer
+
 from outpace.backends.torch import LoadedModel
 from outpace.cli import main
 from outpace.decoder import Decoder, GenerationConfig

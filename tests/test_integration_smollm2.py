@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import pytest
-
 from conftest import SMOLLM2_CHATS
 
 from outpace.decoder import Decoder, GenerationConfig

@@ -10,14 +10,14 @@ from collections import Counter
 
 import pytest
 import torch
-
 from conftest import tiny_model
+from stats import ALPHA, chi_square_pvalue
+
 from outpace.decoder import Decoder, GenerationConfig
 from outpace.drafters.base import DraftContext
 from outpace.drafters.draft_model import DraftModelDrafter
 from outpace.sampling import SamplingConfig, probs, sample
 from outpace.types import Draft
-from stats import ALPHA, chi_square_pvalue
 
 V = 8
 N = 2000

@@ -17,18 +17,18 @@ from __future__ import annotations
 import itertools
 import zlib
 from collections import Counter
-from functools import lru_cache
+from functools import cache
 
 import numpy as np
 import pytest
 import torch
+from stats import ALPHA, chi_square_pvalue
 
 from outpace.drafters import draft_tree as dt
 from outpace.sampling import SamplingConfig, make_rng, probs, sample
 from outpace.types import Draft, VerifyResult
 from outpace.verify import multidraft as md
 from outpace.verify import verify
-from stats import ALPHA, chi_square_pvalue
 
 V = 5
 
@@ -174,7 +174,7 @@ def test_conditional_gumbel_keeps_order_and_sets_the_max():
 # ------------------------------------------------------------------ statistical, whole trees
 
 
-@lru_cache(maxsize=None)
+@cache
 def _logits(kind: str, ctx: tuple[int, ...]) -> torch.Tensor:
     # crc32, not hash(): str hashes change from process to process, and the seeded runs must not.
     g = torch.Generator().manual_seed(zlib.crc32(repr((kind, ctx)).encode()))

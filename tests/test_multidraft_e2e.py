@@ -10,12 +10,12 @@ from collections import Counter
 
 import pytest
 import torch
-
 from conftest import tiny_model
+from stats import ALPHA, chi_square_pvalue
+
 from outpace.decoder import Decoder, GenerationConfig
 from outpace.drafters import draft_tree as dt
 from outpace.sampling import SamplingConfig, probs
-from stats import ALPHA, chi_square_pvalue
 
 V = 8
 PROMPT = [1, 2, 3]

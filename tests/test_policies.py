@@ -2,11 +2,17 @@
 
 import pytest
 
-from conftest import tiny_model
 from outpace.decoder import Decoder, GenerationConfig
 from outpace.drafters.draft_model import DraftModelDrafter
 from outpace.errors import OutpaceError
-from outpace.policies import AdaptiveDraftLength, CostModel, best_draft_length, chain_rates, expected_tokens, measure_costs
+from outpace.policies import (
+    AdaptiveDraftLength,
+    CostModel,
+    best_draft_length,
+    chain_rates,
+    expected_tokens,
+    measure_costs,
+)
 
 
 def test_expected_tokens():

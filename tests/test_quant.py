@@ -2,8 +2,8 @@
 
 import pytest
 import torch
-
 from conftest import tiny_model
+
 from outpace.backends.quant import Int4Linear, Int8Linear, QuantConfig, quantize_model
 from outpace.backends.torch import TorchBackend, parse_quant
 from outpace.decoder import Decoder, GenerationConfig

@@ -1,10 +1,18 @@
 import pytest
 import torch
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from outpace.errors import OutpaceError
 from outpace.sampling import SamplingConfig, probs
-from outpace.tree import ancestor_mask, build_trie, children, depths, validate_parents, with_root
+from outpace.tree import (
+    ancestor_mask,
+    build_trie,
+    children,
+    depths,
+    validate_parents,
+    with_root,
+)
 
 
 @pytest.mark.parametrize(

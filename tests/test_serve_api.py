@@ -4,12 +4,12 @@ that what the server sends is exactly what the library generates."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import openai
 import pytest
-
 from test_serve_harness import EOS, RunningServer, build_engine, server, tiny_dir  # noqa: F401
 
 PROMPT = "w5 w6 w7 w5 w6"

@@ -9,13 +9,12 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import httpx
 import openai
 import pytest
-
 from test_serve_harness import LOOPBACK, parse_metrics, tiny_dir  # noqa: F401
 
 from outpace.cli import main

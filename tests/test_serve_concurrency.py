@@ -7,14 +7,14 @@ from __future__ import annotations
 import asyncio
 import gc
 import time
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import httpx
 import openai
 import pytest
-
 from test_serve_harness import (  # noqa: F401
     RunningServer,
     build_engine,

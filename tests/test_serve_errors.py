@@ -4,12 +4,12 @@ server keeps serving afterwards."""
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator, NamedTuple
+from typing import Any, NamedTuple
 
 import httpx
 import pytest
-
 from test_serve_harness import (  # noqa: F401
     POISON,
     RunningServer,

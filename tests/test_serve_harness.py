@@ -13,13 +13,13 @@ import contextlib
 import socket
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import httpx
 import pytest
-
 from conftest import tiny_model, word_tokenizer
 
 # Words are w0..w47; unknown words read as w0. w47 ends a sequence.
@@ -68,7 +68,7 @@ def build_engine(model_dir: Path, drafter: str = "prompt-lookup", step_delay: fl
 
     loaded = load(str(model_dir), "float32")
     loaded = replace(loaded, backend=TestBackend(loaded.backend.model, loaded.name))
-    loader = lambda spec, dtype, quant=None: load(spec, dtype, quant)  # noqa: E731
+    loader = lambda spec, dtype, quant=None: load(spec, dtype, quant)
     drafter_obj = make_drafter(drafter, loaded, "float32", loader=loader)
     cost_model = CostModel({1: 1e-3, 2: 1.1e-3, 4: 1.3e-3, 8: 1.8e-3}) if costs else None
     decoder = Decoder(loaded.backend, loaded.tokenizer, drafter_obj, eos_ids=loaded.eos_ids, costs=cost_model)

@@ -10,17 +10,22 @@ from __future__ import annotations
 
 import zlib
 from collections import Counter
-from functools import lru_cache
+from functools import cache
 
 import pytest
 import torch
+from stats import ALPHA, chi_square_pvalue
 
 from outpace.sampling import SamplingConfig, make_rng, probs, sample
-from outpace.tree import build_trie
 from outpace.types import Draft, VerifyResult
-from outpace.verify import greedy_chain, greedy_tree, specinfer_tree, speculative_chain, verify
+from outpace.verify import (
+    greedy_chain,
+    greedy_tree,
+    specinfer_tree,
+    speculative_chain,
+    verify,
+)
 from outpace.verify.chain import accepts
-from stats import ALPHA, chi_square_pvalue
 
 V = 5
 N = 6000
@@ -52,7 +57,7 @@ def test_greedy_tree_follows_the_argmax_branch():
 # ----------------------------------------------------------------------- statistical tests
 
 
-@lru_cache(maxsize=None)
+@cache
 def _logits(kind: str, ctx: tuple[int, ...]) -> torch.Tensor:
     g = torch.Generator().manual_seed(zlib.crc32(repr((kind, ctx)).encode()))  # stable across processes
     return torch.randn(V, generator=g) * 1.5

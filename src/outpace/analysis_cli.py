@@ -62,7 +62,13 @@ def _ints(text: str, flag: str) -> list[int]:
 
 
 def _run_acceptance(args: argparse.Namespace) -> int:
-    from outpace.analysis.acceptance import acceptance_table, format_table, load_arrays, model_pair, rows_json
+    from outpace.analysis.acceptance import (
+        acceptance_table,
+        format_table,
+        load_arrays,
+        model_pair,
+        rows_json,
+    )
     from outpace.analysis.optimal import SCHEMES, optimal_acceptance, primal_lp
     from outpace.sampling import SamplingConfig
 

@@ -7,7 +7,7 @@ import importlib
 import json
 import os
 import sys
-from typing import Sequence
+from collections.abc import Sequence
 
 from outpace.errors import OutpaceError
 

@@ -55,7 +55,13 @@ def _usage(p: argparse.ArgumentParser) -> int:
 
 
 def _run_build(args: argparse.Namespace) -> int:
-    from outpace.datastore import Datastore, load_tokenizer, read_corpus, tokenize, tokenizer_fingerprint
+    from outpace.datastore import (
+        Datastore,
+        load_tokenizer,
+        read_corpus,
+        tokenize,
+        tokenizer_fingerprint,
+    )
     from outpace.errors import OutpaceError
 
     if args.sort_depth < 1:

@@ -7,10 +7,11 @@ place that maps those strings to objects, so the CLI, the benchmark and the serv
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache, partial
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 

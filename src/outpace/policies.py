@@ -18,9 +18,9 @@ import itertools
 import json
 import math
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
 
 import torch
 
@@ -102,7 +102,7 @@ def expected_tokens(rates: list[float], m: int) -> float:
 def best_draft_length(rates: list[float], costs: CostModel, max_k: int) -> int:
     """The m in 0..max_k with the most expected tokens per second (ties: the smaller m)."""
     best_k, best_rate = 0, -math.inf
-    for k in range(0, max_k + 1):
+    for k in range(max_k + 1):
         rate = expected_tokens(rates, k) / (costs.verify(k + 1) + costs.draft(k))
         if rate > best_rate * (1 + 1e-9):
             best_k, best_rate = k, rate

@@ -6,6 +6,11 @@ brute force and by the primal LP. `verifiers`: the acceptance SpecInfer, SpecTr 
 reach. `acceptance`: the table over many positions, from arrays or from a real model pair.
 """
 
-from outpace.analysis.optimal import Optimum, dual_brute_force, optimal_acceptance, primal_lp
+from outpace.analysis.optimal import (
+    Optimum,
+    dual_brute_force,
+    optimal_acceptance,
+    primal_lp,
+)
 
 __all__ = ["Optimum", "dual_brute_force", "optimal_acceptance", "primal_lp"]

@@ -13,9 +13,9 @@ from __future__ import annotations
 import importlib.resources
 import json
 import math
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -186,5 +186,5 @@ def model_pair(
     if not ps:
         raise OutpaceError("the target generated nothing for these prompts")
     vocab = max(ps[0].shape[1], qs[0].shape[1])
-    pad = lambda a: torch.nn.functional.pad(a, (0, vocab - a.shape[1]))  # noqa: E731 (logit rows past the tokenizer)
+    pad = lambda a: torch.nn.functional.pad(a, (0, vocab - a.shape[1]))
     return torch.cat([pad(a) for a in ps]).numpy(), torch.cat([pad(a) for a in qs]).numpy()

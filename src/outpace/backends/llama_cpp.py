@@ -12,9 +12,10 @@ from __future__ import annotations
 import ctypes
 import os
 import weakref
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -146,7 +147,7 @@ class LlamaCppBackend:
                 raise ValueError("keep() with non-prefix rows needs a preceding tree forward")
             self.rollback(cache, start + len(rows))
             return
-        tree_start, scratch, leaf_seq, _ = cache.tree
+        tree_start, _, leaf_seq, _ = cache.tree
         if tree_start < start:
             raise ValueError(f"keep() start {start} is inside the tree forward at {tree_start}")
         if tree_start > start:  # rows before the tree are in the sequence already: a prefix of them

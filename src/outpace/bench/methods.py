@@ -19,7 +19,15 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from outpace.bench.config import HF_AR, PEERS, RunConfig, drafter_spec, is_adaptive, is_peer
+from outpace.bench.config import (
+    HF_AR,
+    PEERS,
+    RunConfig,
+    drafter_spec,
+    is_adaptive,
+    is_peer,
+)
+from outpace.bench.records import Generation
 from outpace.errors import OutpaceError
 
 LLAMA_INSTALL = "pip install llama-cpp-python"
@@ -28,24 +36,6 @@ LLAMA_N_CTX = 8192
 
 class MethodUnavailable(Exception):
     """A peer cannot run here; the message says why (reported as 'skipped')."""
-
-
-@dataclass(frozen=True)
-class Generation:
-    """One generation call's output and accounting (step fields None for peers)."""
-
-    tokens: tuple[int, ...]
-    text: str
-    finish_reason: str
-    wall_s: float
-    steps: int | None = None
-    accepted_lengths: tuple[int, ...] | None = None
-    proposed_lengths: tuple[int, ...] | None = None
-    proposed_exact: bool | None = None
-    prefill_s: float | None = None
-    draft_s: float | None = None
-    verify_s: float | None = None
-    other_s: float | None = None
 
 
 @dataclass(frozen=True)

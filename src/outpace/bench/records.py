@@ -31,7 +31,26 @@ PROFILE_FILE = "cost_profile.json"
 
 
 @dataclass(frozen=True)
-class TurnRecord:
+class Generation:
+    """One generation call's output and accounting, as a method returns it (the step fields
+    are None for peers, whose engines do not report steps)."""
+
+    tokens: tuple[int, ...]
+    text: str
+    finish_reason: str
+    wall_s: float
+    steps: int | None = None
+    accepted_lengths: tuple[int, ...] | None = None
+    proposed_lengths: tuple[int, ...] | None = None
+    proposed_exact: bool | None = None
+    prefill_s: float | None = None
+    draft_s: float | None = None
+    verify_s: float | None = None
+    other_s: float | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class TurnRecord(Generation):
     """What one method did on one turn of one prompt.
 
     Outpace methods fill every field; peers fill what their engine reports and leave the step
@@ -51,18 +70,6 @@ class TurnRecord:
     repeat: int
     prompt_tokens: int
     new_tokens: int
-    wall_s: float
-    finish_reason: str
-    text: str
-    tokens: tuple[int, ...]
-    steps: int | None = None
-    accepted_lengths: tuple[int, ...] | None = None
-    proposed_lengths: tuple[int, ...] | None = None
-    proposed_exact: bool | None = None
-    prefill_s: float | None = None
-    draft_s: float | None = None
-    verify_s: float | None = None
-    other_s: float | None = None
 
     def __post_init__(self) -> None:
         if self.turn < 1 or self.repeat < 0 or self.new_tokens < 0 or self.wall_s < 0:

@@ -15,14 +15,14 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
 from outpace.bench import machine, records
 from outpace.bench.config import RunConfig
 from outpace.bench.questions import Question
-from outpace.bench.records import RecordKey, TurnRecord
+from outpace.bench.records import Generation, RecordKey, TurnRecord
 
 WARMUP_TOKENS = 16
 
@@ -67,12 +67,12 @@ def prompt_ids(encoder: Any, q: Question, turn: int, answers: dict[int, str]) ->
     return list(encoder.encode(messages_for(q, turn, answers)))
 
 
-def make_record(unit: Unit, turn: int, prompt_len: int, g: Any) -> TurnRecord:
+def make_record(unit: Unit, turn: int, prompt_len: int, g: Generation) -> TurnRecord:
     q = unit.question
     return TurnRecord(
-        unit.method, q.question_id, q.task, q.category, turn, unit.repeat, prompt_len, len(g.tokens), g.wall_s,
-        g.finish_reason, g.text, tuple(g.tokens), g.steps, g.accepted_lengths, g.proposed_lengths,
-        g.proposed_exact, g.prefill_s, g.draft_s, g.verify_s, g.other_s,
+        **{f.name: getattr(g, f.name) for f in fields(Generation)},
+        method=unit.method, question_id=q.question_id, task=q.task, category=q.category, turn=turn,
+        repeat=unit.repeat, prompt_tokens=prompt_len, new_tokens=len(g.tokens),
     )
 
 

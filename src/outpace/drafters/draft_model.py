@@ -4,7 +4,8 @@ each, sampled from its own processed distribution q."""
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 

@@ -10,7 +10,7 @@ one n-gram, never the whole context.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 

@@ -8,8 +8,8 @@ One member of the model-free family: the n-gram lookup is the shared incremental
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import torch
 

@@ -26,8 +26,9 @@ tree is chosen with its own budget before fusion (merges only make the fused tre
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch

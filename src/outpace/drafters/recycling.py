@@ -20,8 +20,8 @@ The matrix survives `start()` ("hot start": what one request recycled helps the 
 from __future__ import annotations
 
 import heapq
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 import torch

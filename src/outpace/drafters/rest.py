@@ -13,8 +13,9 @@ here an evenly spaced sample of the block, which keeps each continuation's share
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol, Sequence
+from typing import Protocol
 
 import numpy as np
 import torch

@@ -7,7 +7,8 @@ with no target still checks the files and model names a spec mentions.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from outpace.errors import OutpaceError
 

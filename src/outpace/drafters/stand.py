@@ -27,8 +27,8 @@ every sibling is, given what was drawn before it, a sample from its own q row.
 from __future__ import annotations
 
 import heapq
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 import torch

@@ -9,8 +9,9 @@ serialization of generations in `scheduler`, response shapes in `responses`, err
 from __future__ import annotations
 
 import logging
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING, AsyncIterator
+from typing import TYPE_CHECKING
 
 from fastapi import FastAPI, Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
@@ -37,7 +38,13 @@ from outpace.serve.schemas import (
     ModelList,
     _GenerationRequest,
 )
-from outpace.serve.service import GenerationService, Plan, ServeSettings, finish_reason, usage
+from outpace.serve.service import (
+    GenerationService,
+    Plan,
+    ServeSettings,
+    finish_reason,
+    usage,
+)
 from outpace.serve.transport import (
     CLIENT_CLOSED,
     SSE_HEADERS,

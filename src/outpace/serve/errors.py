@@ -8,7 +8,8 @@ methods, full queues, and unexpected exceptions alike.
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any, Iterable, Sequence
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING, Any
 
 from outpace.serve.schemas import ErrorDetail, ErrorResponse
 

@@ -17,8 +17,9 @@ import collections
 import itertools
 import logging
 import threading
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
-from typing import Any, AsyncIterator, Callable, Generic, Iterator, Literal, TypeVar
+from typing import Any, Generic, Literal, TypeVar
 
 log = logging.getLogger(__name__)
 

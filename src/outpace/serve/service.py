@@ -12,8 +12,9 @@ from __future__ import annotations
 import copy
 import logging
 import time
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable, Iterator, Sequence
+from typing import TYPE_CHECKING
 
 from outpace.errors import OutpaceError
 from outpace.serve.errors import APIError, bad_request, model_not_found

@@ -33,12 +33,12 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from outpace.sampling import SamplingConfig, probs, sample
+from outpace.sampling import SamplingConfig, probs
 from outpace.tree import children as tree_children
 from outpace.types import Draft, VerifyResult
 from outpace.verify import verify
 from outpace.verify.chain import accepts, residual
-from outpace.verify.tree import greedy_tree
+from outpace.verify.tree import greedy_tree, walk
 
 
 @dataclass(frozen=True)
@@ -164,21 +164,13 @@ def spectr_tree(
     """SpecTr over i.i.d. draft chains (Sun et al. 2023, section 5): at each node on the walk,
     K-SEQ selects among the next tokens of the chains that agree with the accepted prefix;
     those chains continue, the others drop out."""
-    p_all = probs(target_logits, sampling)  # [n + 1, vocab]
-    cands = chain_candidates(parents, ends)
     toks = tokens.tolist()
-    path: list[int] = []
-    row = 0
-    while True:
-        nodes = cands[row]
-        if not nodes:
-            return VerifyResult(path, sample(p_all[row], rng), recovered=False)
-        i, res = kseq_select(p_all[row], q[nodes[0]], [toks[c] for c in nodes], rng)
-        if i is None:
-            assert res is not None
-            return VerifyResult(path, sample(res, rng), recovered=True)
-        path.append(nodes[i])
-        row = nodes[i] + 1
+
+    def select(p: torch.Tensor, nodes: list[int]) -> tuple[int | None, torch.Tensor]:
+        i, res = kseq_select(p, q[nodes[0]], [toks[c] for c in nodes], rng)
+        return i, p if res is None else res
+
+    return walk(probs(target_logits, sampling), chain_candidates(parents, ends), select, rng)
 
 
 def spectr_verify(
@@ -235,20 +227,12 @@ def rsd_tree(
     node's children were drawn without replacement from q (in node order) and the decision to
     draw another child never looked at that child's token (Gumbel-top-k, stochastic beam
     search, DySpec's heap)."""
-    p_all = probs(target_logits, sampling)  # [n + 1, vocab]
-    kids = tree_children(parents)
     toks = tokens.tolist()
-    path: list[int] = []
-    row = 0
-    while True:
-        nodes = kids[row]
-        if not nodes:
-            return VerifyResult(path, sample(p_all[row], rng), recovered=False)
-        i, p_last = recursive_rejection(p_all[row], q[nodes[0]], [toks[c] for c in nodes], rng)
-        if i is None:
-            return VerifyResult(path, sample(p_last, rng), recovered=True)
-        path.append(nodes[i])
-        row = nodes[i] + 1
+
+    def select(p: torch.Tensor, nodes: list[int]) -> tuple[int | None, torch.Tensor]:
+        return recursive_rejection(p, q[nodes[0]], [toks[c] for c in nodes], rng)
+
+    return walk(probs(target_logits, sampling), tree_children(parents), select, rng)
 
 
 def rsd_verify(

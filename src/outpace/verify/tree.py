@@ -5,6 +5,8 @@ Terms and p/q notation: see `outpace.verify`."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 
 from outpace.sampling import SamplingConfig, probs, sample
@@ -47,21 +49,42 @@ def specinfer_tree(
 
     Lossless when siblings are drawn independently from their q (SpecInfer, Theorem 4.2), or are
     distinct deterministic tokens (q None)."""
-    p_all = probs(target_logits, sampling)  # [n + 1, vocab]
-    kids = tree_children(parents)
     toks = tokens.tolist()
+
+    def select(p: torch.Tensor, nodes: list[int]) -> tuple[int | None, torch.Tensor]:
+        for i, c in enumerate(nodes):
+            qc = None if q is None else q[c]
+            if accepts(p, qc, toks[c], rng):
+                return i, p
+            p = residual(p, qc, toks[c])
+        return None, p
+
+    return walk(probs(target_logits, sampling), tree_children(parents), select, rng)
+
+
+#: (p at a node [vocab], the node's candidate children) -> (index of the accepted candidate, or
+#: None and the distribution the recovered token is drawn from)
+Select = Callable[[torch.Tensor, list[int]], tuple[int | None, torch.Tensor]]
+
+
+def walk(
+    p_all: torch.Tensor,  # [n + 1, vocab] target distribution after the root and after each node
+    candidates: list[list[int]],  # [n + 1] candidate nodes below the root (row 0) and each node
+    select: Select,
+    rng: torch.Generator,
+) -> VerifyResult:
+    """The walk every stochastic tree verifier shares: from the root, let `select` accept one
+    candidate child or reject them all. A rejection ends the step with a recovered token from
+    the distribution `select` returns; a node without candidates ends it with a bonus token
+    from p. The verifiers differ only in `select` (SpecInfer, SpecTr's K-SEQ, RSD)."""
     path: list[int] = []
     row = 0
     while True:
-        p = p_all[row]
-        accepted = None
-        for c in kids[row]:
-            qc = None if q is None else q[c]
-            if accepts(p, qc, toks[c], rng):
-                accepted = c
-                break
-            p = residual(p, qc, toks[c])
-        if accepted is None:
-            return VerifyResult(path, sample(p, rng), recovered=bool(kids[row]))
-        path.append(accepted)
-        row = accepted + 1
+        nodes = candidates[row]
+        if not nodes:
+            return VerifyResult(path, sample(p_all[row], rng), recovered=False)
+        i, dist = select(p_all[row], nodes)
+        if i is None:
+            return VerifyResult(path, sample(dist, rng), recovered=True)
+        path.append(nodes[i])
+        row = nodes[i] + 1
