@@ -151,3 +151,19 @@ def test_sampling_on_llama_cpp_logits_is_lossless(gguf_target, gguf_draft):
         cfg = GenerationConfig(max_new_tokens=2, draft_length=3, sampling=SamplingConfig(1.0, 6, 1.0, seed))
         counts[tuple(Decoder(gguf_target, None, drafter).generate(prompt, cfg).tokens)] += 1
     assert chi_square_pvalue(counts, exact, n) > ALPHA
+
+
+@pytest.mark.parametrize("fmt", ["q8_0", "q4_0"])
+def test_requantized_weights_decode_speculatively_as_their_own_ar(tmp_path, gguf_draft, fmt):
+    """Each weight format is its own target: speculative greedy equals that file's AR output."""
+    from outpace.backends.llama_cpp import requantize
+
+    src = write_tiny_gguf(tmp_path / "t.gguf", seed=0)
+    out = requantize(str(src), fmt, threads=1, cache=tmp_path)
+    assert out.exists() and out.stat().st_size < src.stat().st_size
+    assert requantize(str(src), fmt, threads=1, cache=tmp_path) == out  # cached, not redone
+    target = LlamaCppBackend(out, threads=1)
+    for prompt in PROMPTS:
+        ar = Decoder(target, None).generate(prompt, CFG).tokens
+        for drafter in (DraftModelDrafter(gguf_draft), PromptLookupDrafter(PromptLookupConfig(branches=3))):
+            assert Decoder(target, None, drafter).generate(prompt, CFG).tokens == ar, (fmt, drafter.name)

@@ -148,6 +148,8 @@ def test_records_cover_every_turn_of_every_method(run: Path, tiny_dirs: tuple[Pa
             ["mt_bench", "translation", "summarization", "qa", "math_reasoning", "rag"])
     for r in recs:
         assert r["new_tokens"] == len(r["tokens"]) <= 12
+        # model-free drafters report their tables; models and peers report none
+        assert (r["drafter_state_bytes"] is not None) == r["method"].startswith("prompt-lookup"), r["method"]
         assert r["wall_s"] > 0 and r["finish_reason"] in ("eos", "length")
         assert r["tokens_per_s"] == pytest.approx(r["new_tokens"] / r["wall_s"], rel=1e-3, abs=1e-3)
         outpace_method = not r["method"].startswith("hf-")
@@ -198,6 +200,9 @@ def test_report_has_a_row_per_method_and_the_leaderboard_columns(run: Path) -> N
     assert rows["hf-ar"][8] == "—" and rows["hf-ar"][11] == "n/a"  # peers: no steps, no projection
     assert float(rows["prompt-lookup"][8]) >= 1.0
     assert rows["prompt-lookup"][11].endswith("x")
+    times = text[text.index("## Where the time goes"):]
+    assert "| Draft ms/step | Verify ms/step | Drafter state: median (max) |" in times
+    assert "KiB (" in times  # prompt lookup's index
     assert "## Where the time goes" in text and "## Machine and versions" in text
     assert "Projected, not measured" in text
 

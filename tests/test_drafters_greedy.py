@@ -57,6 +57,7 @@ def test_greedy_equals_autoregressive(target, draft_backend, reference, store, k
         result = Decoder(target, None, drafter).generate(prompt, GREEDY)
         assert result.tokens == reference[tuple(prompt)]
         assert result.stats.new_tokens == GREEDY.max_new_tokens
+        assert result.stats.drafter_state_bytes > 0  # every model-free drafter reports its tables
 
 
 def test_retrieval_from_a_corpus_that_holds_the_answer_accepts_long_drafts(target, draft_backend, reference, store):

@@ -188,6 +188,32 @@ def test_aded_adapts_to_the_window_and_drafts_a_tree():
     assert drafter.matrix.get(1, 2)[3] == pytest.approx(0.04 * 4)  # twice in the prompt, twice in the window
 
 
+def test_aded_overlay_is_bounded_in_rows_and_entries():
+    m = TrigramMatrix(successors=2, max_bigrams=2)
+    m.add(1, 2, 3, 0.5, 3.0)
+    m.add(4, 5, 6, 0.5, 3.0)
+    m.add(1, 2, 4, 0.1, 3.0)  # touching (1, 2) makes (4, 5) the least recently adapted
+    m.add(7, 8, 9, 0.5, 3.0)
+    assert list(m.overlay) == [(1, 2), (7, 8)]
+    for c, w in ((5, 0.2), (6, 0.3), (7, 0.05)):  # 5 successors > 2 * 2: the lightest other goes
+        m.add(1, 2, c, w, 3.0)
+    assert m.get(1, 2) == pytest.approx({3: 0.5, 5: 0.2, 6: 0.3, 7: 0.05})
+    before = m.nbytes()
+    for a in range(100):
+        m.add(a, a + 1, a + 2, 0.1, 3.0)
+    assert len(m.overlay) == 2 and m.nbytes() < 2 * before
+
+
+def test_deep_size_counts_containers_arrays_and_tensors_once():
+    from outpace.drafters.base import deep_size
+
+    arr = np.zeros(1000, dtype=np.int64)
+    assert deep_size(arr) == 8000
+    assert deep_size(torch.zeros(10, dtype=torch.float32)) == 40
+    assert deep_size({1: [arr, arr]}) == deep_size({1: [arr]}) + 8  # the list holds one more pointer
+    assert deep_size([]) > 0
+
+
 # ---------------------------------------------------------------------------- STAND
 
 

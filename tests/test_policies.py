@@ -101,6 +101,33 @@ def test_adaptive_tree_budgets_stay_lossless_and_follow_the_costs(target, draft_
         assert max(r.stats.proposed_lengths) > 1  # free verification: full trees
 
 
+def test_a_drafter_that_cannot_pay_even_when_always_right_is_not_started(target):
+    from outpace.drafters.prompt_lookup import PromptLookupDrafter
+
+    class Counting(PromptLookupDrafter):
+        starts = 0
+
+        def start(self, prompt):
+            Counting.starts += 1
+            super().start(prompt)
+
+    costs = CostModel({1: 1.0, 2: 1.5, 5: 2.5}, draft_s_per_token=1.0)  # drafting a token costs a forward
+    assert AdaptiveDraftLength(costs, max_k=4).hopeless()
+    assert not AdaptiveDraftLength(CostModel({1: 1.0, 2: 1.5, 5: 2.5}), max_k=4).hopeless()  # draft cost unknown
+    prompt = [1, 2, 3, 4, 1, 2, 3, 4, 1, 2]
+    ar = Decoder(target, None).generate(prompt, GenerationConfig(max_new_tokens=20)).tokens
+    r = Decoder(target, None, Counting(), costs=costs).generate(prompt, GenerationConfig(20, adaptive=True))
+    assert r.tokens == ar and Counting.starts == 0 and set(r.stats.proposed_lengths) == {0}
+
+
+def test_steps_without_a_draft_keep_the_evidence():
+    policy = AdaptiveDraftLength(CostModel({1: 1.0, 2: 1.3}), max_k=2)
+    policy.observe(2, [])
+    before = policy.rates()
+    policy.observe(0, [])
+    assert policy.rates() == before
+
+
 def test_adaptive_needs_a_cost_model(target, draft_backend):
     cfg = GenerationConfig(max_new_tokens=4, adaptive=True)
     with pytest.raises(OutpaceError, match="cost model"):

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from outpace.errors import OutpaceError
 
 DEFAULT_TARGET = "qwen2.5-coder-1.5b"
-DEFAULT_DRAFTER = "draft-model:qwen2.5-coder-0.5b,quant=int4"
+DEFAULT_DRAFTER = "draft-model:qwen2.5-coder-0.5b"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -41,6 +41,14 @@ def _parser() -> argparse.ArgumentParser:
     fetch = msub.add_parser("fetch", help="install and assemble packaged models (all by default)")
     fetch.add_argument("names", nargs="*", help="short names; default: all packaged models")
     fetch.set_defaults(run=_run_models_fetch)
+    quant = msub.add_parser(
+        "quantize", help="write a GGUF model in another llama.cpp weight format (cached; prints the path)",
+        description="Requantize a packaged model or GGUF file for the llama.cpp backend, once. A different "
+        "format is a different target model: compare it with llama-cpp-ar on the same file "
+        "(outpace bench --backend llama.cpp --target PATH --methods ar,llama-cpp-ar,...).")
+    quant.add_argument("name", help="packaged short name or GGUF file")
+    quant.add_argument("--format", required=True, choices=["q4_0", "q8_0", "q4_k_m"])
+    quant.set_defaults(run=_run_models_quantize)
     msub.add_parser("list", help="show packaged models and whether they are present").set_defaults(
         run=_run_models_list
     )
@@ -57,8 +65,10 @@ PLUGGED = ["outpace.bench.cli", "outpace.serve.cli", "outpace.datastore_cli", "o
 def add_engine_args(p: argparse.ArgumentParser) -> None:
     """Options that choose the models; shared by generate, bench and serve."""
     p.add_argument("--target", default=DEFAULT_TARGET, help=f"target model (default {DEFAULT_TARGET})")
-    p.add_argument("--backend", default="torch", choices=["torch", "llama.cpp"],
-                   help="torch (transformers models) or llama.cpp (GGUF files; fastest on a CPU)")
+    p.add_argument("--backend", default="auto", choices=["auto", "torch", "llama.cpp"],
+                   help="torch (transformers models) or llama.cpp (GGUF files; fastest on a CPU); auto "
+                   "(default): llama.cpp for a GGUF target when llama-cpp-python is installed and there is no "
+                   "GPU and no --quant, else torch")
     p.add_argument("--dtype", default="auto", choices=["auto", "bfloat16", "float32", "float16"],
                    help="torch backend only; auto (default): bfloat16 on a GPU or a CPU with native bf16 "
                    "(avx512_bf16, AMX), else float32, which is as fast as emulated bf16 and exact")
@@ -105,6 +115,15 @@ def _add_generate(p: argparse.ArgumentParser) -> None:
     p.set_defaults(run=_run_generate)
 
 
+def engine_spec(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    """The EngineSpec of the engine options, with auto backend and dtype resolved."""
+    from outpace.engine import EngineSpec, resolve_backend
+    from outpace.hardware import resolve_dtype
+
+    backend = resolve_backend(args.backend, args.target, args.quant)
+    return EngineSpec(args.target, args.drafter, resolve_dtype(args.dtype), args.quant, backend=backend)
+
+
 def sampling_from(args: argparse.Namespace):  # type: ignore[no-untyped-def]
     from outpace.decoder import GenerationConfig
     from outpace.sampling import SamplingConfig
@@ -119,11 +138,12 @@ def sampling_from(args: argparse.Namespace):  # type: ignore[no-untyped-def]
 def _run_generate(args: argparse.Namespace) -> int:
     cfg = sampling_from(args)  # validates before the slow model load
     from outpace.backends.torch import set_threads
-    from outpace.engine import EngineSpec, build
+    from outpace.engine import build, engine_label
 
     set_threads(args.threads)
-    print(f"outpace: loading {args.target} ({args.dtype}) with drafter {args.drafter} ...", file=sys.stderr)
-    engine = build(EngineSpec(args.target, args.drafter, args.dtype, args.quant, backend=args.backend))
+    spec = engine_spec(args)
+    print(f"outpace: loading {args.target} ({engine_label(spec.backend, spec.dtype, spec.quant)}) with drafter {args.drafter} ...", file=sys.stderr)
+    engine = build(spec)
     dec = engine.decoder
     if args.chat is not None:
         ids = dec.encode([{"role": "user", "content": args.chat}])
@@ -182,6 +202,13 @@ def _run_models_fetch(args: argparse.Namespace) -> int:
     for name in names:
         path = models.fetch(name)
         print(f"{name}: {path}", file=sys.stderr)
+    return 0
+
+
+def _run_models_quantize(args: argparse.Namespace) -> int:
+    from outpace.backends.llama_cpp import requantize
+
+    print(requantize(args.name, args.format))
     return 0
 
 

@@ -15,7 +15,7 @@ from typing import Any
 import torch
 
 from outpace.backends.base import Backend
-from outpace.drafters.base import ChoosesVerifier, DraftContext, Drafter
+from outpace.drafters.base import ChoosesVerifier, DraftContext, Drafter, ReportsState
 from outpace.errors import OutpaceError
 from outpace.policies import AdaptiveDraftLength, CostModel
 from outpace.sampling import SamplingConfig, make_rng
@@ -153,6 +153,9 @@ class Decoder:
         stats = stats if stats is not None else GenerationStats()
         self._check_room(prompt, cfg)
         target, drafter = self.target, self.drafter
+        policy = self._policy(cfg)
+        if policy is not None and policy.hopeless():
+            drafter, policy = None, None  # measured: drafting cannot pay here; not even its prefill
         rng = make_rng(cfg.sampling.seed)
         tokens = list(prompt)
         t0 = time.perf_counter()
@@ -164,7 +167,6 @@ class Decoder:
         stats.prompt_tokens = len(tokens)
         stats.prefill_s = time.perf_counter() - t0
         produced = 0
-        policy = self._policy(cfg)
         while produced < cfg.max_new_tokens:
             step = StepStats()
             t = time.perf_counter()
@@ -192,6 +194,8 @@ class Decoder:
                 policy.costs.observe_draft(len(draft), step.draft_s)
             stats.add_step(step)
             stats.new_tokens = produced
+            if reason is not None and isinstance(drafter, ReportsState):
+                stats.drafter_state_bytes = drafter.state_bytes()
             yield emitted, reason
             if reason is not None:
                 return

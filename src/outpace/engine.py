@@ -35,14 +35,38 @@ class EngineSpec:
     dtype: str = "auto"  # auto: bfloat16 where it is native (GPU, avx512_bf16/AMX), else float32
     quant: str | None = None  # weight-only quantization of the target: int8, int4, int4g64, ...
     cost_profile: bool = True  # measure (once, cached) the target's forward costs for --adaptive
-    backend: str = "torch"  # or "llama.cpp" (GGUF models; dtype and quant then come from the file)
+    backend: str = "torch"  # "llama.cpp" (GGUF models; the file fixes the weights) or "auto"
 
     def __post_init__(self) -> None:
-        if self.backend not in BACKENDS:
-            raise OutpaceError(f"backend must be one of {BACKENDS}, got {self.backend!r}")
+        if self.backend not in (*BACKENDS, "auto"):
+            raise OutpaceError(f"backend must be auto or one of {BACKENDS}, got {self.backend!r}")
+        if self.quant and self.backend == "llama.cpp":
+            raise OutpaceError("--quant applies to the torch backend; for llama.cpp pick a GGUF file of another "
+                               "format (outpace models quantize MODEL --format q4_0|q8_0)")
 
 
 BACKENDS = ("torch", "llama.cpp")
+
+
+def engine_label(backend: str, dtype: str, quant: str | None) -> str:
+    """How the target runs, for messages: 'llama.cpp, ...' or 'torch, float32, int4'."""
+    if backend == "llama.cpp":
+        return "llama.cpp, the GGUF file's weights"
+    return f"torch, {dtype}" + (f", {quant}" if quant else "")
+
+
+def resolve_backend(backend: str, target: str, quant: str | None = None) -> str:
+    """`auto` -> llama.cpp for a GGUF target when llama-cpp-python is installed, no GPU is
+    present and no torch quantization is asked for (the fastest path on a CPU); else torch."""
+    if backend != "auto":
+        return backend
+    if quant or torch.cuda.is_available() or models.resolve(target).kind != "gguf":
+        return "torch"
+    try:
+        import llama_cpp  # noqa: F401
+    except ImportError:
+        return "torch"
+    return "llama.cpp"
 
 
 @dataclass(frozen=True)
@@ -62,6 +86,9 @@ def _load_once(spec: str, dtype: str, quant: str | None, backend: str) -> Loaded
     if backend == "llama.cpp":
         from outpace.backends import llama_cpp
 
+        if quant:
+            raise OutpaceError(f"quant={quant} applies to torch models; on the llama.cpp backend {spec} runs "
+                               "the GGUF file's own weights (outpace models quantize makes other formats)")
         return llama_cpp.load(spec, threads=torch.get_num_threads())  # type: ignore[no-any-return]
     return load(spec, dtype, quant)
 
@@ -71,8 +98,9 @@ Loader = Callable[..., LoadedModel]  # (spec, dtype, quant=None) -> LoadedModel
 
 def build(spec: EngineSpec, loader: Loader | None = None) -> Engine:
     """Load the target (and the drafter's models, on the same backend) and assemble a Decoder."""
+    backend = resolve_backend(spec.backend, spec.target, spec.quant)
     if loader is None:
-        loader = partial(load_cached, backend=spec.backend)
+        loader = partial(load_cached, backend=backend)
     dtype = resolve_dtype(spec.dtype)
     target = loader(spec.target, dtype, spec.quant)
     drafter = make_drafter(spec.drafter, target, dtype, loader)

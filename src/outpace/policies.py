@@ -122,7 +122,7 @@ class AdaptiveDraftLength:
     max_k: int
     prior: float = 0.6  # assumed per-position acceptance before any evidence (node i: prior^(i+1))
     prior_weight: float = 2.0
-    decay: float = 0.95  # forgetting factor: recent steps count more
+    decay: float = 0.95  # forgetting factor per drafting step: recent drafts count more
     probe_every: int = 16
     proposed: list[float] = field(default_factory=list)
     accepted: list[float] = field(default_factory=list)
@@ -137,9 +137,17 @@ class AdaptiveDraftLength:
             out.append((a + self.prior ** (i + 1) * self.prior_weight) / (p + self.prior_weight))
         return out
 
+    def hopeless(self) -> bool:
+        """True when even a drafter that is always right could not pay for itself at these
+        costs (for example a draft model nearly as slow as the target): decode plainly and do
+        not probe. Needs a measured draft cost, so a new drafter is always tried once."""
+        if self.costs.draft_s_per_token is None:
+            return False
+        return best_draft_length([1.0] * self.max_k, self.costs, self.max_k) == 0
+
     def budget(self) -> int:
         k = best_draft_length(self.rates(), self.costs, self.max_k)
-        if k == 0:
+        if k == 0 and not self.hopeless():
             self._idle += 1
             if self._idle >= self.probe_every:
                 self._idle = 0
@@ -147,7 +155,11 @@ class AdaptiveDraftLength:
         return k
 
     def observe(self, proposed: int, accepted_nodes: Sequence[int]) -> None:
-        """A step proposed nodes 0..proposed-1 and `accepted_nodes` (indices) were accepted."""
+        """A step proposed nodes 0..proposed-1 and `accepted_nodes` (indices) were accepted.
+        Steps without a draft leave the estimates alone (the evidence of the last drafts stays
+        until a probe refreshes it)."""
+        if proposed <= 0:
+            return
         for lst in (self.proposed, self.accepted):
             lst.extend([0.0] * (self.max_k - len(lst)))
             for i in range(self.max_k):

@@ -93,6 +93,7 @@ class GenerationStats:
     proposed_lengths: list[int] = field(default_factory=list)  # draft nodes verified per step
     proposed_at: list[int] = field(default_factory=list)  # steps that proposed a token at depth i
     accepted_at: list[int] = field(default_factory=list)  # steps that accepted a token at depth i
+    drafter_state_bytes: int | None = None  # the drafter's own tables at the end (`ReportsState`)
 
     def add_step(self, step: StepStats) -> None:
         self.steps += 1

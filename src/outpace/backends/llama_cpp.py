@@ -288,3 +288,38 @@ def _tokenizer(gguf: Path, cache: Path) -> Any:
     tok.save_pretrained(out)
     (out / ".complete").write_text(str(gguf))
     return tok
+
+
+#: Weight formats `requantize` writes (llama.cpp file types). llama.cpp has repacked CPU kernels
+#: for some of them (Q4_0, Q8_0 on AVX2/AVX-512), which change the cost of batched verification.
+FORMATS = {"q4_0": "LLAMA_FTYPE_MOSTLY_Q4_0", "q8_0": "LLAMA_FTYPE_MOSTLY_Q8_0",
+           "q4_k_m": "LLAMA_FTYPE_MOSTLY_Q4_K_M"}
+
+
+def requantize(spec: str, fmt: str, *, threads: int | None = None, cache: Path | None = None) -> Path:
+    """Write the GGUF of `spec` in another weight format once, into the cache, and return its
+    path (pass it as the target). Requantizing a quantized file compounds rounding: the result
+    is a different target model, to be compared with plain llama.cpp on the same file."""
+    from outpace import models
+
+    if fmt not in FORMATS:
+        raise OutpaceError(f"unknown llama.cpp format {fmt!r}; known: {', '.join(FORMATS)}")
+    source = models.resolve(spec, cache=cache)
+    if source.kind != "gguf":
+        raise OutpaceError(f"requantizing needs a GGUF model; {spec} is a {source.kind}")
+    src = Path(source.path_or_id)
+    out = (cache or models.cache_dir()) / "converted" / f"{src.stem}-{src.stat().st_size}-{fmt}.gguf"
+    if out.exists():
+        return out
+    lib = _lib()
+    params = lib.llama_model_quantize_default_params()
+    params.ftype = getattr(lib, FORMATS[fmt])
+    params.allow_requantize = True
+    params.nthread = threads or os.cpu_count() or 1
+    out.parent.mkdir(parents=True, exist_ok=True)
+    part = out.with_name(out.name + ".part")
+    if lib.llama_model_quantize(str(src).encode(), str(part).encode(), ctypes.byref(params)) != 0:
+        part.unlink(missing_ok=True)
+        raise OutpaceError(f"llama.cpp could not requantize {src} to {fmt}")
+    part.replace(out)
+    return out

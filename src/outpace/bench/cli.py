@@ -102,10 +102,13 @@ def _run_bench(args: argparse.Namespace) -> int:
     sampling_from(args)  # validates the sampling options before anything slow
     if args.per_task is not None and args.per_task <= 0:
         raise OutpaceError(f"--per-task must be a positive integer, got {args.per_task}")
+    from outpace.engine import resolve_backend
+
     methods = parse_methods(args.methods)
     questions, digest = load_suite(args.suite, args.questions)
     config = RunConfig(
-        target=args.target, methods=methods, dtype=resolve_dtype(args.dtype), backend=args.backend, quant=args.quant,
+        target=args.target, methods=methods, dtype=resolve_dtype(args.dtype),
+        backend=resolve_backend(args.backend, args.target, args.quant), quant=args.quant,
         adaptive=args.adaptive, threads=args.threads,
         max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
         seed=args.seed, draft_length=args.draft_length, repeats=args.repeats, per_task=args.per_task,
@@ -147,6 +150,7 @@ def _run_report(args: argparse.Namespace) -> int:
 def _run_profile(args: argparse.Namespace) -> int:
     from outpace.backends.torch import set_threads
     from outpace.bench.profile import measure
+    from outpace.engine import resolve_backend
 
     try:
         ks = [int(k) for k in args.ks.split(",") if k.strip()]
@@ -155,7 +159,7 @@ def _run_profile(args: argparse.Namespace) -> int:
     set_threads(args.threads)
     draft = None if args.draft in ("", "none") else args.draft
     result = measure(args.target, resolve_dtype(args.dtype), draft, ks, args.context, args.repeats, quant=args.quant,
-                     backend=args.backend, say=lambda m: print(f"outpace bench profile: {m}", file=sys.stderr))
+                     backend=resolve_backend(args.backend, args.target, args.quant), say=lambda m: print(f"outpace bench profile: {m}", file=sys.stderr))
     path = Path(args.out)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")

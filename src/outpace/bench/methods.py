@@ -116,6 +116,7 @@ class OutpaceMethod:
         return Generation(
             tuple(result.tokens), result.text, result.finish_reason, wall, s.steps,
             tuple(s.accepted_lengths), tuple(proposed), exact, s.prefill_s, s.draft_s, s.verify_s, s.other_s,
+            s.drafter_state_bytes,
         )
 
 
@@ -249,12 +250,12 @@ def build_methods(
 ) -> tuple[dict[str, Method], dict[str, str], Any]:
     """Load what `names` need. Returns (method by name, skip reason by name, the ``ar``
     decoder, which encodes every prompt)."""
-    from outpace.engine import EngineSpec, build
+    from outpace.engine import EngineSpec, build, engine_label
 
     def spec(drafter: str) -> EngineSpec:
         return EngineSpec(config.target, drafter, config.dtype, quant=config.quant, backend=config.backend)
 
-    say(f"loading target {config.target} ({_engine_label(config)}) ...")
+    say(f"loading target {config.target} ({engine_label(config.backend, config.dtype, config.quant)}) ...")
     reference = build(spec("none")).decoder
     methods: dict[str, Method] = {}
     skipped: dict[str, str] = {}
@@ -270,12 +271,6 @@ def build_methods(
             skipped[name] = str(why)
             say(f"skipping {name}: {why}")
     return methods, skipped, reference
-
-
-def _engine_label(config: RunConfig) -> str:
-    if config.backend == "llama.cpp":
-        return "llama.cpp backend"
-    return config.dtype + (f", {config.quant}" if config.quant else "")
 
 
 def _torch_target(config: RunConfig) -> Any:

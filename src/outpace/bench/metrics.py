@@ -172,6 +172,17 @@ def time_split(records: Iterable[TurnRecord]) -> TimeSplit | None:
     return TimeSplit(prefill, draft, verify, other, max(0.0, wall - prefill - draft - verify - other), wall)
 
 
+def ms_per_step(records: Iterable[TurnRecord], phase: str) -> float | None:
+    """Median over turns of the `phase` ('draft_s' or 'verify_s') seconds per step, in ms."""
+    values = [1000 * getattr(r, phase) / r.steps for r in records if r.steps and getattr(r, phase) is not None]
+    return statistics.median(values) if values else None
+
+
+def state_bytes(records: Iterable[TurnRecord]) -> Spread | None:
+    """Spread over turns of the drafter's state after the turn (None when not reported)."""
+    return spread([float(r.drafter_state_bytes) for r in records if r.drafter_state_bytes is not None])
+
+
 def projected_speedup(records: Iterable[TurnRecord], profile: CostProfile, draft_is_model: bool) -> float | None:
     """Speedup over autoregressive decoding if each step cost what `profile` says.
 

@@ -47,6 +47,7 @@ class Generation:
     draft_s: float | None = None
     verify_s: float | None = None
     other_s: float | None = None
+    drafter_state_bytes: int | None = None  # the drafter's tables after the turn (model-free drafters)
 
 
 @dataclass(frozen=True, kw_only=True)

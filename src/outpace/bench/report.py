@@ -50,6 +50,9 @@ class MethodRow:
     projected: float | None
     split: TimeSplit | None
     wall_s: float
+    draft_ms: float | None = None  # per step, median over turns
+    verify_ms: float | None = None
+    state: Spread | None = None  # drafter state bytes after each turn
 
 
 def summarize(config: RunConfig, recs: Sequence[TurnRecord], profile: CostProfile | None) -> tuple[list[MethodRow], list[str], str]:
@@ -73,6 +76,7 @@ def summarize(config: RunConfig, recs: Sequence[TurnRecord], profile: CostProfil
             m, len(mine), sum(r.new_tokens for r in mine), per_task, metrics.spread(metrics.speedups(mine, base)),
             metrics.spread(list(metrics.speeds_by_repeat(mine).values())), metrics.tau(mine), ref, exact,
             projected, metrics.time_split(mine), sum(r.wall_s for r in mine),
+            metrics.ms_per_step(mine, "draft_s"), metrics.ms_per_step(mine, "verify_s"), metrics.state_bytes(mine),
         ))
     return rows, tasks, baseline
 
@@ -130,18 +134,31 @@ def leaderboard(rows: Sequence[MethodRow], tasks: Sequence[str], config: RunConf
     return _table(header, body, "r")
 
 
+def fmt_bytes(n: float) -> str:
+    return f"{n / 2**20:.2f} MiB" if n >= 2**20 else f"{n / 2**10:.0f} KiB"
+
+
+def fmt_state(s: Spread | None) -> str:
+    """Drafter state after a turn: median (max)."""
+    return "—" if s is None else f"{fmt_bytes(s.median)} ({fmt_bytes(s.hi)})"
+
+
 def time_table(rows: Sequence[MethodRow]) -> str:
-    """Share of wall time per phase, per method (outpace methods; peers report only wall time)."""
+    """Share of wall time per phase, cost per step and drafter memory, per method (outpace
+    methods; peers report only wall time)."""
     body = []
     for r in rows:
+        per_step = [f"{ms:.1f}" if ms is not None else "—" for ms in (r.draft_ms, r.verify_ms)]
         if r.split is None:
-            body.append([f"`{r.method}`", str(r.turns), str(r.new_tokens), "—", "—", "—", "—", "—", f"{r.wall_s:.1f}"])
+            body.append([f"`{r.method}`", str(r.turns), str(r.new_tokens), *["—"] * 5, f"{r.wall_s:.1f}",
+                         *per_step, fmt_state(r.state)])
             continue
         sh = r.split.shares()
         body.append([f"`{r.method}`", str(r.turns), str(r.new_tokens),
                      *(f"{100 * sh[p]:.1f}%" for p in ("prefill", "draft", "verify", "other", "untracked")),
-                     f"{r.split.wall:.1f}"])
-    return _table(["Method", "Turns", "New tokens", "Prefill", "Draft", "Verify", "Other", "Untracked", "Wall s"], body, "r")
+                     f"{r.split.wall:.1f}", *per_step, fmt_state(r.state)])
+    return _table(["Method", "Turns", "New tokens", "Prefill", "Draft", "Verify", "Other", "Untracked", "Wall s",
+                   "Draft ms/step", "Verify ms/step", "Drafter state: median (max)"], body, "r")
 
 
 def command_line(config: RunConfig) -> str:
@@ -200,7 +217,10 @@ def render(config: RunConfig, recs: Sequence[TurnRecord], sessions: Sequence[Map
     skipped = skipped_methods(config, recs, sessions)
     if skipped:
         out += ["", "## Methods without results", ""] + [f"- `{m}`: {why}" for m, why in skipped.items()]
-    out += ["", "## Where the time goes", "", time_table(rows) if rows else "No records yet.", ""]
+    out += ["", "## Where the time goes", "", time_table(rows) if rows else "No records yet.", "",
+            ("Draft and verify ms/step: medians over turns of each turn's mean. Drafter state: the memory of a "
+             "model-free drafter's own tables after each turn (n-gram indexes, matrices, datastores; model "
+             "weights and KV caches are not counted), median and max over turns."), ""]
     out += _sessions_section(sessions)
     if plot_files:
         out += ["", "## Plots", ""] + [f"![{Path(p).stem}]({p})" for p in plot_files]

@@ -21,13 +21,14 @@ temperature).
 from __future__ import annotations
 
 import math
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from outpace.drafters.base import DraftContext
+from outpace.drafters.base import DraftContext, deep_size
 from outpace.drafters.trie import prefix_trie, select_top, trie_draft
 from outpace.errors import OutpaceError
 from outpace.types import Draft, VerifyResult
@@ -46,9 +47,10 @@ class AdedConfig:
     cap: float = 3.0  # weight cap
     c1: float = 32.0  # pUCT exploration constants
     c2: float = 8.0
+    max_bigrams: int = 65536  # adapted bigrams kept (least recently adapted dropped first)
 
     def __post_init__(self) -> None:
-        for name in ("iterations", "depth", "paths", "successors", "window"):
+        for name in ("iterations", "depth", "paths", "successors", "window", "max_bigrams"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
                 raise OutpaceError(f"aded {name} must be a positive integer, got {value!r}")
@@ -62,16 +64,20 @@ class TrigramMatrix:
     """(a, b) -> {c: weight}: a read-only corpus part in CSR arrays plus an adaptive overlay.
 
     base_keys: [m] int64 sorted keys a << 32 | b; base_off: [m + 1]; base_tok/base_w: [nnz].
-    A bigram touched by adaptation is copied into the overlay (copy on write).
+    A bigram touched by adaptation is copied into the overlay (copy on write). The matrix
+    persists across requests, so the overlay is bounded: at most `max_bigrams` rows (the least
+    recently adapted is dropped, falling back to its corpus row) of at most 2 * `successors`
+    entries (the lightest is dropped; only the top `successors` are ever drafted from).
     """
 
-    def __init__(self, successors: int) -> None:
+    def __init__(self, successors: int, max_bigrams: int = 65536) -> None:
         self.successors = successors
+        self.max_bigrams = max_bigrams
         self.base_keys = np.zeros(0, dtype=np.int64)
         self.base_off = np.zeros(1, dtype=np.int64)
         self.base_tok = np.zeros(0, dtype=np.int64)
         self.base_w = np.zeros(0, dtype=np.float32)
-        self.overlay: dict[tuple[int, int], dict[int, float]] = {}
+        self.overlay: OrderedDict[tuple[int, int], dict[int, float]] = OrderedDict()
 
     def load_corpus(self, tokens: np.ndarray) -> None:
         """Normalized tri-gram counts of a token array (-1 separates documents), top successors
@@ -94,7 +100,16 @@ class TrigramMatrix:
         row = self.overlay.get((a, b))
         if row is None:
             row = self.overlay[(a, b)] = self.get(a, b)
+            if len(self.overlay) > self.max_bigrams:
+                self.overlay.popitem(last=False)
+        else:
+            self.overlay.move_to_end((a, b))
         row[c] = min(row.get(c, 0.0) + amount, cap)
+        if len(row) > 2 * self.successors:
+            del row[min((t for t in row if t != c), key=row.__getitem__)]
+
+    def nbytes(self) -> int:
+        return deep_size(self.base_keys, self.base_off, self.base_tok, self.base_w, self.overlay)
 
     def top(self, a: int, b: int) -> tuple[list[int], list[float]]:
         """The best `successors` successors of (a, b) and their weights, best first."""
@@ -210,7 +225,7 @@ class AdedDrafter:
 
     def __init__(self, config: AdedConfig = AdedConfig(), corpus: np.ndarray | None = None) -> None:
         self.config = config
-        self.matrix = TrigramMatrix(config.successors)
+        self.matrix = TrigramMatrix(config.successors, config.max_bigrams)
         if corpus is not None:
             self.matrix.load_corpus(corpus)
 
@@ -218,6 +233,9 @@ class AdedDrafter:
         p = [int(t) for t in prompt]
         for a, b, c in zip(p, p[1:], p[2:]):
             self.matrix.add(a, b, c, self.config.boost, self.config.cap)
+
+    def state_bytes(self) -> int:
+        return self.matrix.nbytes()
 
     def propose(self, ctx: DraftContext) -> Draft:
         cfg = self.config

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
+import numpy as np
 import torch
 
 from outpace.sampling import SamplingConfig
@@ -60,3 +62,38 @@ class ChoosesVerifier(Protocol):
     ) -> VerifyResult:
         """Verify `draft`; target_logits: [len(draft) + 1, vocab] (row 0 is the root)."""
         ...
+
+
+@runtime_checkable
+class ReportsState(Protocol):
+    """A drafter that can say how much memory its own data structures hold (tables, indexes,
+    matrices; not model weights or KV caches), so the benchmark can show whether it grows."""
+
+    def state_bytes(self) -> int:
+        """Approximate bytes held now (see `deep_size`)."""
+        ...
+
+
+def deep_size(*objs: object) -> int:
+    """Approximate bytes of nested containers: `sys.getsizeof` of every dict, list, tuple, set
+    and scalar reached, `nbytes` of numpy arrays and tensors (shared objects counted once)."""
+    seen: set[int] = set()
+    total = 0
+    stack = list(objs)
+    while stack:
+        o = stack.pop()
+        if id(o) in seen:
+            continue
+        seen.add(id(o))
+        if isinstance(o, np.ndarray):
+            total += o.nbytes
+        elif isinstance(o, torch.Tensor):
+            total += o.numel() * o.element_size()
+        else:
+            total += sys.getsizeof(o)
+            if isinstance(o, dict):
+                stack.extend(o.keys())
+                stack.extend(o.values())
+            elif isinstance(o, (list, tuple, set, frozenset)):
+                stack.extend(o)
+    return total

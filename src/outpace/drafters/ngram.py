@@ -14,6 +14,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from outpace.drafters.base import deep_size
 from outpace.errors import OutpaceError
 
 #: A lookup scans at most this many of the most recent occurrences of an n-gram (a context of one
@@ -43,6 +44,10 @@ class ContextIndex:
 
     def __len__(self) -> int:
         return len(self._toks)
+
+    def nbytes(self) -> int:
+        """Approximate memory of the index (grows with the indexed context, as it must)."""
+        return deep_size(self._toks, self._buf, self._after)
 
     @property
     def array(self) -> np.ndarray:

@@ -50,6 +50,9 @@ class PromptLookupDrafter:
     def start(self, prompt: Sequence[int]) -> None:
         self.index.reset(prompt)
 
+    def state_bytes(self) -> int:
+        return self.index.nbytes()
+
     def propose(self, ctx: DraftContext) -> Draft:
         if ctx.budget <= 0:
             return Draft.empty()

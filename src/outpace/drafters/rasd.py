@@ -189,6 +189,10 @@ class RasdDrafter:
         self.draft.start(prompt)
         self.retriever.start(prompt)
 
+    def state_bytes(self) -> int:
+        """The retrieval index (the draft model's weights and KV cache are not counted)."""
+        return self.retriever.nbytes()
+
     def propose(self, ctx: DraftContext) -> Draft:
         if ctx.budget <= 0:
             return Draft.empty()

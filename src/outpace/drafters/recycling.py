@@ -189,6 +189,10 @@ class RecyclingDrafter:
     def start(self, prompt: Sequence[int]) -> None:
         pass  # hot start: the matrix carries over between sequences
 
+    def state_bytes(self) -> int:
+        """The adjacency matrix as allocated: row index [vocab] + rows [capacity, k], int32."""
+        return int(self.adj.row_of.nbytes + self.adj.rows.nbytes)
+
     def propose(self, ctx: DraftContext) -> Draft:
         if ctx.budget <= 0:
             return Draft.empty()

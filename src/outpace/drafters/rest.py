@@ -53,6 +53,10 @@ class Retriever(Protocol):
         """[k, cfg.length] int64 continuations, -1 padded where they end."""
         ...
 
+    def nbytes(self) -> int:
+        """Approximate memory of the source's index (a datastore's arrays, or the context's)."""
+        ...
+
 
 class DatastoreRetriever:
     """Retrieval from a suffix-array datastore; only the last max_span tokens are read."""
@@ -64,6 +68,9 @@ class DatastoreRetriever:
 
     def start(self, prompt: Sequence[int]) -> None:
         pass
+
+    def nbytes(self) -> int:
+        return int(self.store.tokens.nbytes + self.store.suffixes.nbytes)
 
     def retrieve(self, tokens: Sequence[int], cfg: RestConfig) -> np.ndarray:
         tail = [int(t) for t in tokens[-cfg.max_span :]]
@@ -80,6 +87,9 @@ class ContextRetriever:
 
     def start(self, prompt: Sequence[int]) -> None:
         self.index.reset(prompt)
+
+    def nbytes(self) -> int:
+        return self.index.nbytes()
 
     def retrieve(self, tokens: Sequence[int], cfg: RestConfig) -> np.ndarray:
         self.index.sync(tokens)
@@ -103,6 +113,9 @@ class RestDrafter:
 
     def start(self, prompt: Sequence[int]) -> None:
         self.retriever.start(prompt)
+
+    def state_bytes(self) -> int:
+        return self.retriever.nbytes()
 
     def propose(self, ctx: DraftContext) -> Draft:
         if ctx.budget <= 0:

@@ -13,7 +13,7 @@ from typing import Any
 from outpace.errors import OutpaceError
 
 RECYCLING_USAGE = "recycling[:k=8,decay=0.5]"
-ADED_USAGE = "aded[:DATASTORE|datastore=FILE,iterations=150,depth=4,paths=24]"
+ADED_USAGE = "aded[:DATASTORE|datastore=FILE,iterations=150,depth=4,paths=24,max_bigrams=65536]"
 STAND_USAGE = "stand[:max_n=4,min_n=1,top_k=10,max_children=4,max_depth=8,share=prompt]"
 REST_USAGE = "rest[:DATASTORE|datastore=FILE,max_span=16,min_span=2,length=10,limit=1024] (no datastore: the context)"
 RASD_USAGE = ("rasd[:draft=MODEL,quant=int8|int4,datastore=FILE,draft_tokens=4,top_k=8] "
@@ -43,6 +43,7 @@ def aded(arg: str, target: Any, dtype: str, loader: Any) -> Any:
     from outpace.drafters.aded import AdedConfig, AdedDrafter
 
     known: dict[str, Callable[[str], Any]] = {"datastore": str, "iterations": int, "depth": int, "paths": int,
+                                              "max_bigrams": int,
                                               "successors": int, "window": int, "boost": float, "cap": float}
     opts = options(arg, known, positional="datastore")
     path = opts.pop("datastore", None)

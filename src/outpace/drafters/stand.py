@@ -33,7 +33,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from outpace.drafters.base import DraftContext
+from outpace.drafters.base import DraftContext, deep_size
 from outpace.errors import OutpaceError
 from outpace.sampling import SamplingConfig, probs
 from outpace.types import Draft, VerifyResult
@@ -188,6 +188,9 @@ class StandDrafter:
             for i in range(len(toks) - 1):  # prompt n-grams as one-hot observations
                 self.table.observe(toks[max(0, i + 1 - cfg.max_n) : i + 1], {toks[i + 1]: 1.0})
         self._prompt = key
+
+    def state_bytes(self) -> int:
+        return deep_size(self.table.entries, self.stats.acc, self.stats.prop)
 
     def propose(self, ctx: DraftContext) -> Draft:
         if ctx.budget <= 0:

@@ -55,15 +55,17 @@ def run_serve(args: argparse.Namespace) -> int:
     """Load the models once, then serve until interrupted."""
     uvicorn = _import_web_stack()
     from outpace.backends.torch import set_threads
-    from outpace.engine import EngineSpec, build
+    from outpace.cli import engine_spec
+    from outpace.engine import build, engine_label
     from outpace.serve.app import create_app
     from outpace.serve.service import ServeSettings
 
     set_threads(args.threads)
     _warn_if_exposed(args.host)
-    print(f"outpace: loading {args.target} ({args.backend}, {args.dtype}) with drafter {args.drafter} ...",
+    spec = engine_spec(args)
+    print(f"outpace: loading {args.target} ({engine_label(spec.backend, spec.dtype, spec.quant)}) with drafter {args.drafter} ...",
           file=sys.stderr)
-    engine = build(EngineSpec(args.target, args.drafter, args.dtype, args.quant, backend=args.backend))
+    engine = build(spec)
     model_id = args.model_name or engine.target.name
     aliases = tuple(n for n in {engine.target.name, args.target} if n != model_id)
     settings = ServeSettings(model_id, aliases, max_queue=args.max_queue, draft_length=args.draft_length,
