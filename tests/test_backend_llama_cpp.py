@@ -69,6 +69,19 @@ def test_tree_forward_matches_each_branch(gguf_target):
         torch.testing.assert_close(tree[path], chain, atol=1e-3, rtol=1e-3)
 
 
+def test_a_tree_larger_than_the_micro_batch_is_split_and_still_exact(tmp_path):
+    small = LlamaCppBackend(write_tiny_gguf(tmp_path / "t.gguf", seed=0), threads=1, n_batch=64, n_ubatch=4)
+    prefix, tokens = [1, 30, 31, 32], [9, 2, 7, 6, 8, 0, 5, 4, 3, 11]
+    parents = torch.tensor([-1, 0, 0, 1, 2, 2, 3, 4, 5, 8])  # 10 nodes in micro-batches of 4
+    cache = small.new_cache()
+    small.forward(cache, torch.tensor(prefix))
+    tree = small.forward(cache, torch.tensor(tokens), parents).logits
+    small.keep(cache, len(prefix), [0])
+    for path in ([0, 1, 3, 6], [0, 2, 4, 7], [0, 2, 5, 8, 9]):
+        chain = chain_logits(small, prefix, [tokens[i] for i in path])
+        torch.testing.assert_close(tree[path], chain, atol=1e-3, rtol=1e-3)
+
+
 def test_keep_compacts_to_the_accepted_path_and_frees_scratch_sequences(gguf_target):
     b = gguf_target
     free_before = len(b._pool.free)

@@ -124,6 +124,22 @@ def test_specs_build_each_drafter(loaded, draft_backend, store, tmp_path):
     assert isinstance(make_drafter("rest", loaded, "float32", loader).retriever, ContextRetriever)
 
 
+def test_rasd_runs_its_default_draft_int4_on_torch_only(loaded, draft_backend):
+    """int4 is a torch quantization: a llama.cpp target's default draft runs its GGUF weights."""
+    asked = []
+
+    def loader(name, dtype, quant=None):
+        asked.append(quant)
+        return LoadedModel(draft_backend, word_tokenizer(VOCAB), name, ())
+
+    class NotTorch:  # stands for a llama.cpp backend: any backend that is not TorchBackend
+        vocab_size = draft_backend.vocab_size
+
+    make_drafter("rasd", loaded, "float32", loader)
+    make_drafter("rasd", LoadedModel(NotTorch(), loaded.tokenizer, "qwen2.5-coder-1.5b@llama.cpp", ()), "float32", loader)
+    assert asked == ["int4", None]
+
+
 @pytest.mark.parametrize("spec,match", [
     ("recycling:k=99", "must be in 1..64"),
     ("recycling:colour=3", "bad drafter option"),

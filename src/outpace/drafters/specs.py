@@ -82,9 +82,13 @@ def rasd(arg: str, target: Any, dtype: str, loader: Any) -> Any:
     path = opts.pop("datastore", None)
     explicit = opts.pop("draft", None)
     name = explicit or _default_draft(target)
-    # The packaged default draft runs int4 (as the CLI's default draft-model does): a draft's
-    # precision never changes the output. An explicit draft runs as given unless quant= says.
-    quant = opts.pop("quant", None) or (None if explicit else "int4")
+    # On torch the packaged default draft runs int4 (3x cheaper): a draft's precision never
+    # changes the output. On llama.cpp the GGUF's own weights run. An explicit draft runs as
+    # given unless quant= says.
+    from outpace.backends.torch import TorchBackend
+
+    on_torch = isinstance(getattr(target, "backend", None), TorchBackend)
+    quant = opts.pop("quant", None) or (None if explicit or not on_torch else "int4")
     retrieval = RestConfig(**{"min_span": 1, "limit": 256, **{k: opts.pop(k) for k in list(opts) if k in _RETRIEVAL}})
     cfg = RasdConfig(retrieval=retrieval, **opts)
     draft = loader(name, dtype, quant)
