@@ -95,3 +95,25 @@ def smollm2():
     torch.set_num_threads(2)
     yield load_cached("smollm2-135m", "float32")
     torch.set_num_threads(threads)
+
+
+SMALL_VOCAB = 8  # vocabularies small enough for exact distributions in the chi-square tests
+
+
+@pytest.fixture(scope="module")
+def small_target() -> TorchBackend:
+    return tiny_model(seed=10, vocab=SMALL_VOCAB, scale=0.5)
+
+
+@pytest.fixture(scope="module")
+def small_draft() -> TorchBackend:
+    return tiny_model(seed=11, vocab=SMALL_VOCAB, scale=0.5)
+
+
+def root_path(tokens: list[int], parents: list[int], v: int) -> tuple[int, ...]:
+    """The tokens from the tree's first level down to node v."""
+    path = []
+    while v >= 0:
+        path.append(tokens[v])
+        v = parents[v]
+    return tuple(reversed(path))

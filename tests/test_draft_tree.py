@@ -10,7 +10,7 @@ from functools import cache
 
 import pytest
 import torch
-from conftest import VOCAB, tiny_model, word_tokenizer
+from conftest import VOCAB, root_path, tiny_model, word_tokenizer
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -37,13 +37,7 @@ def _logits(seed: int, ctx: tuple[int, ...]) -> torch.Tensor:
 
 def synthetic(seed: int) -> tuple[torch.Tensor, dt.Expand]:
     def expand(tokens: list[int], parents: list[int], need: list[int]) -> torch.Tensor:
-        rows = []
-        for v in need:
-            path = []
-            while v >= 0:
-                path.append(tokens[v])
-                v = parents[v]
-            rows.append(_logits(seed, tuple(reversed(path))))
+        rows = [_logits(seed, root_path(tokens, parents, v)) for v in need]
         return torch.stack(rows)
 
     return _logits(seed, ()), expand

@@ -8,9 +8,7 @@ from __future__ import annotations
 
 from collections import Counter
 
-import pytest
 import torch
-from conftest import tiny_model
 from stats import ALPHA, chi_square_pvalue
 
 from outpace.decoder import Decoder, GenerationConfig
@@ -22,16 +20,6 @@ from outpace.types import Draft
 V = 8
 N = 2000
 PROMPT = [1, 2, 3]
-
-
-@pytest.fixture(scope="module")
-def small_target():
-    return tiny_model(seed=10, vocab=V, scale=0.5)
-
-
-@pytest.fixture(scope="module")
-def small_draft():
-    return tiny_model(seed=11, vocab=V, scale=0.5)
 
 
 class SampledTreeDrafter:

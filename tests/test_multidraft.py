@@ -22,6 +22,7 @@ from functools import cache
 import numpy as np
 import pytest
 import torch
+from conftest import root_path
 from stats import ALPHA, chi_square_pvalue
 
 from outpace.drafters import draft_tree as dt
@@ -185,13 +186,7 @@ def expander(ctx: tuple[int, ...], kind: str = "q") -> dt.Expand:
     """The synthetic draft model as an Expand function over a tree that continues `ctx`."""
 
     def expand(tokens: list[int], parents: list[int], need: list[int]) -> torch.Tensor:
-        rows = []
-        for v in need:
-            path = []
-            while v >= 0:
-                path.append(tokens[v])
-                v = parents[v]
-            rows.append(_logits(kind, ctx + tuple(reversed(path))))
+        rows = [_logits(kind, ctx + root_path(tokens, parents, v)) for v in need]
         return torch.stack(rows)
 
     return expand

@@ -10,7 +10,6 @@ from collections import Counter
 
 import pytest
 import torch
-from conftest import tiny_model
 from stats import ALPHA, chi_square_pvalue
 
 from outpace.decoder import Decoder, GenerationConfig
@@ -25,16 +24,6 @@ DRAFTERS = {
     "rsd-beam": lambda d: dt.RSDDrafter(d, dt.RSDConfig(method="beam", width=3, depth=2)),
     "dyspec": lambda d: dt.DySpecDrafter(d),
 }
-
-
-@pytest.fixture(scope="module")
-def small_target():
-    return tiny_model(seed=10, vocab=V, scale=0.5)
-
-
-@pytest.fixture(scope="module")
-def small_draft():
-    return tiny_model(seed=11, vocab=V, scale=0.5)
 
 
 def exact_joint(backend, sampling):
