@@ -94,3 +94,12 @@ def test_cli_reports_bad_input_without_a_traceback(argv, match, capsys):
     assert main(["generate", "--prompt", "hi", "--drafter", "none", *argv]) == 2
     err = capsys.readouterr().err
     assert match in err and "Traceback" not in err
+
+
+def test_torch_quantization_on_the_llama_cpp_backend_is_refused_clearly() -> None:
+    from outpace.engine import EngineSpec, load_cached
+
+    with pytest.raises(OutpaceError, match="applies to the torch backend.*outpace models quantize"):
+        EngineSpec("qwen2.5-coder-1.5b", backend="llama.cpp", quant="int4")
+    with pytest.raises(OutpaceError, match="quant=int4 applies to torch models"):
+        load_cached("any.gguf", "float32", "int4", backend="llama.cpp")  # a draft model's quant= on llama.cpp
