@@ -196,7 +196,7 @@ def test_draft_cache_tree_logits_equal_chain_logits(draft_model):
     cache.compact([0, 1, 3])  # accepted 5, 9, 8
     committed = committed + [5, 9, 8, 1]
     torch.testing.assert_close(cache.sync(committed), chain_logits(draft_model, committed), atol=1e-4, rtol=1e-4)
-    assert draft_model.cache_len(cache._cache) == len(committed)
+    assert draft_model.cache_len(cache._held.cache) == len(committed)
 
 
 # ------------------------------------------------------------------ greedy equality

@@ -239,3 +239,14 @@ def test_metrics_count_requests_tokens_and_speculation(client: openai.OpenAI, se
     assert after["outpace_queue_length"] == 0 and after["outpace_active_generations"] == 0
     text = server.http.get("/metrics")
     assert text.headers["content-type"].startswith("text/plain; version=0.0.4")
+
+
+def test_the_next_chat_turn_reuses_the_cached_prompt(client: openai.OpenAI, reference: Any) -> None:
+    first = [{"role": "user", "content": PROMPT}]
+    answer = chat(client, max_tokens=12, temperature=0).choices[0].message.content
+    turn2 = [*first, {"role": "assistant", "content": answer}, {"role": "user", "content": "w9 w8"}]
+    resp = client.chat.completions.create(model="tiny", messages=turn2, max_tokens=12, temperature=0)
+    cached = resp.usage.prompt_tokens_details.cached_tokens
+    assert 0 < cached < resp.usage.prompt_tokens  # the first turn's prompt at least
+    assert cached >= len(reference.encode(first)) - 1
+    assert resp.choices[0].message.content == library_text(reference, reference.encode(turn2), 12)

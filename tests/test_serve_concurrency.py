@@ -157,6 +157,7 @@ def test_load_every_request_answers_with_the_single_client_output(server: Runnin
 
     idle(server)
     expected = asyncio.run(reference_outputs(server.url, "tiny", PROMPTS, max_tokens=MAX_TOKENS))
+    caches_before = live(DynamicCache)  # the prompt cache parked for the next turn (README: prompt caching)
     rss_before = rss_bytes()
     report = asyncio.run(run_load(server.url, "tiny", PROMPTS, total=100, concurrency=16, max_tokens=MAX_TOKENS,
                                   request_timeout=30, run_timeout=90))
@@ -166,6 +167,6 @@ def test_load_every_request_answers_with_the_single_client_output(server: Runnin
     assert len({e.text for e in expected}) == len(PROMPTS) and all(e.completion_tokens > 0 for e in expected)
     assert report.wall_s < 90
     idle(server)
-    assert live(Job) == 0 and live(DynamicCache) == 0, "a finished request left state behind"
+    assert live(Job) == 0 and live(DynamicCache) <= caches_before, "a finished request left state behind"
     growth = rss_bytes() - rss_before
     assert growth < 200 * 2**20, f"RSS grew by {growth / 2**20:.0f} MiB over 100 requests"

@@ -183,11 +183,12 @@ def format_stats(stats, finish_reason: str | None = None) -> str:  # type: ignor
     def part(name: str, s: float) -> str:
         return f"{name} {s:.2f}s ({100 * s / t:.0f}%)"
 
+    cached = f" ({stats.cached_tokens} prompt tokens were cached)" if stats.cached_tokens else ""
     return (
         f"[outpace] {stats.new_tokens} new tokens in {stats.total_s:.2f}s ({stats.tokens_per_s:.2f} tok/s), "
         f"{stats.steps} steps, tau {stats.tau:.2f}, acceptance by position {acc}, "
         f"finish {finish_reason}\n"
-        f"[outpace] time: {part('prefill', stats.prefill_s)}, {part('draft', stats.draft_s)}, "
+        f"[outpace] time: {part('prefill', stats.prefill_s)}{cached}, {part('draft', stats.draft_s)}, "
         f"{part('verify', stats.verify_s)}, {part('other', stats.other_s)}"
     )
 

@@ -17,6 +17,7 @@ import torch
 from outpace.backends.base import Backend
 from outpace.drafters.base import ChoosesVerifier, DraftContext, Drafter, ReportsState
 from outpace.errors import OutpaceError
+from outpace.held_cache import HeldCache
 from outpace.policies import AdaptiveDraftLength, CostModel
 from outpace.sampling import SamplingConfig, make_rng
 from outpace.stopping import TextStream
@@ -38,6 +39,7 @@ class GenerationConfig:
     draft_length: int = 4
     ignore_eos: bool = False
     adaptive: bool = False  # pick each step's draft length or tree size (<= draft_length) from measured costs
+    cache_prompt: bool = True  # reuse what this decoder's last generation left in the target's KV cache
 
     def __post_init__(self) -> None:
         if not isinstance(self.max_new_tokens, int) or self.max_new_tokens <= 0:
@@ -46,6 +48,8 @@ class GenerationConfig:
             raise OutpaceError(f"draft_length must be an integer >= 0, got {self.draft_length!r}")
         if isinstance(self.stop, str) or not all(isinstance(s, str) for s in self.stop):
             raise OutpaceError("stop must be a sequence of strings")
+        if not isinstance(self.cache_prompt, bool):
+            raise OutpaceError(f"cache_prompt must be True or False, got {self.cache_prompt!r}")
 
 
 @dataclass
@@ -90,6 +94,7 @@ class Decoder:
             eos_ids = [] if eos is None else [eos]
         self.eos_ids = frozenset(eos_ids)
         self.costs = costs  # shared by all requests, refined by every step
+        self._held = HeldCache(target)  # the target's cache, reused by the next generation
         self.verifier = drafter.verifier if isinstance(drafter, ChoosesVerifier) else verify
 
     # ------------------------------------------------------------------ text in, text out
@@ -152,53 +157,61 @@ class Decoder:
         """Yield (tokens committed this step, finish reason or None). Fills `stats`."""
         stats = stats if stats is not None else GenerationStats()
         self._check_room(prompt, cfg)
-        target, drafter = self.target, self.drafter
+        target, drafter, held = self.target, self.drafter, self._held
         policy = self._policy(cfg)
         if policy is not None and policy.hopeless():
             drafter, policy = None, None  # measured: drafting cannot pay here; not even its prefill
         rng = make_rng(cfg.sampling.seed)
         tokens = list(prompt)
         t0 = time.perf_counter()
-        cache = target.new_cache()
-        if len(tokens) > 1:
-            target.forward(cache, torch.tensor(tokens[:-1]), last_only=True)
-        if drafter is not None:
-            drafter.start(tokens)
-        stats.prompt_tokens = len(tokens)
-        stats.prefill_s = time.perf_counter() - t0
-        produced = 0
-        while produced < cfg.max_new_tokens:
-            step = StepStats()
-            t = time.perf_counter()
-            draft = Draft.empty()
+        try:
+            if not cfg.cache_prompt:
+                held.drop()
+            held.hold(tokens[:-1])  # computes only what the last generation did not leave cached
+            stats.cached_tokens = held.reused
             if drafter is not None:
-                wanted = cfg.draft_length if policy is None else policy.budget()
-                budget = min(wanted, cfg.max_new_tokens - produced - 1, target.max_context - len(tokens))
-                if budget > 0:
-                    draft = drafter.propose(DraftContext(tokens, budget, cfg.sampling, rng))
-            t_draft = time.perf_counter()
-            emitted, accepted, logits = self._verify_step(cache, tokens[-1], draft, cfg.sampling, rng)
-            t_verify = time.perf_counter()
-            if drafter is not None and len(draft):
-                drafter.observe(draft, accepted, logits)
-            emitted, reason = self._finish(emitted, produced, cfg)
-            tokens += emitted
-            produced += len(emitted)
-            step.proposed, step.depth = len(draft), _depth(draft)
-            step.accepted = len(accepted.accepted)
-            step.draft_s, step.verify_s = t_draft - t, t_verify - t_draft
-            step.other_s = time.perf_counter() - t_verify
-            if policy is not None:
-                policy.observe(len(draft), accepted.accepted)
-                policy.costs.observe_verify(len(draft) + 1, step.verify_s)
-                policy.costs.observe_draft(len(draft), step.draft_s)
-            stats.add_step(step)
-            stats.new_tokens = produced
-            if reason is not None and isinstance(drafter, ReportsState):
-                stats.drafter_state_bytes = drafter.state_bytes()
-            yield emitted, reason
-            if reason is not None:
-                return
+                drafter.start(tokens)
+            stats.prompt_tokens = len(tokens)
+            stats.prefill_s = time.perf_counter() - t0
+            produced = 0
+            while produced < cfg.max_new_tokens:
+                step = StepStats()
+                t = time.perf_counter()
+                draft = Draft.empty()
+                if drafter is not None:
+                    wanted = cfg.draft_length if policy is None else policy.budget()
+                    budget = min(wanted, cfg.max_new_tokens - produced - 1, target.max_context - len(tokens))
+                    if budget > 0:
+                        draft = drafter.propose(DraftContext(tokens, budget, cfg.sampling, rng))
+                t_draft = time.perf_counter()
+                emitted, accepted, logits = self._verify_step(held.cache, tokens[-1], draft, cfg.sampling, rng)
+                t_verify = time.perf_counter()
+                held.extended([tokens[-1], *emitted])
+                if drafter is not None and len(draft):
+                    drafter.observe(draft, accepted, logits)
+                emitted, reason = self._finish(emitted, produced, cfg)
+                tokens += emitted
+                produced += len(emitted)
+                step.proposed, step.depth = len(draft), _depth(draft)
+                step.accepted = len(accepted.accepted)
+                step.draft_s, step.verify_s = t_draft - t, t_verify - t_draft
+                step.other_s = time.perf_counter() - t_verify
+                if policy is not None:
+                    policy.observe(len(draft), accepted.accepted)
+                    policy.costs.observe_verify(len(draft) + 1, step.verify_s)
+                    policy.costs.observe_draft(len(draft), step.draft_s)
+                stats.add_step(step)
+                stats.new_tokens = produced
+                if reason is not None and isinstance(drafter, ReportsState):
+                    stats.drafter_state_bytes = drafter.state_bytes()
+                yield emitted, reason
+                if reason is not None:
+                    return
+        except Exception:
+            held.drop()  # what the cache holds is unknown after a failed step
+            raise
+        finally:
+            held.park()  # for this decoder's next generation (the next turn of a chat)
 
     def _policy(self, cfg: GenerationConfig) -> AdaptiveDraftLength | None:
         if not cfg.adaptive or self.drafter is None:

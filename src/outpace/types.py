@@ -83,6 +83,7 @@ class GenerationStats:
     """Totals over one generation call. Times are wall-clock seconds."""
 
     prompt_tokens: int = 0
+    cached_tokens: int = 0  # prompt tokens whose keys/values an earlier generation left cached
     new_tokens: int = 0
     steps: int = 0
     prefill_s: float = 0.0
@@ -135,6 +136,7 @@ class GenerationStats:
     def as_dict(self) -> dict[str, object]:
         return {
             "prompt_tokens": self.prompt_tokens,
+            "cached_tokens": self.cached_tokens,
             "new_tokens": self.new_tokens,
             "steps": self.steps,
             "tau": round(self.tau, 4),

@@ -103,8 +103,9 @@ class OutpaceMethod:
         from outpace.sampling import SamplingConfig
 
         sampling = SamplingConfig(settings.temperature, settings.top_k, settings.top_p, settings.seed)
+        # every turn pays its own prefill, as in Spec-Bench and for the llama-cpp-ar peer
         cfg = GenerationConfig(settings.max_new_tokens, sampling, (), settings.draft_length,
-                               adaptive=settings.adaptive or self.adaptive)
+                               adaptive=settings.adaptive or self.adaptive, cache_prompt=False)
         t0 = time.perf_counter()
         result = self.decoder.generate(list(prompt), cfg)
         wall = time.perf_counter() - t0

@@ -12,6 +12,7 @@ import torch
 from outpace.backends.base import Backend
 from outpace.drafters.base import DraftContext
 from outpace.errors import OutpaceError
+from outpace.held_cache import HeldCache
 from outpace.sampling import probs, sample
 from outpace.types import Draft, VerifyResult
 
@@ -39,16 +40,13 @@ class DraftModelDrafter:
         if not backend.capabilities.rollback:
             raise OutpaceError(f"draft model backend {backend.name} cannot roll back its cache")
         self.backend = backend
-        self._cache: Any = None
-        self._held: list[int] = []  # tokens whose keys/values the draft cache holds
-        self._committed = 0  # a prefix of _held known to be committed (needs no comparison)
+        self._held = HeldCache(backend)
+        self._committed = 0  # a prefix of the held tokens known to be committed (needs no comparison)
 
     def start(self, prompt: Sequence[int]) -> None:
-        self._cache = self.backend.new_cache()
-        self._held = list(prompt[:-1])
-        self._committed = len(self._held)
-        if self._held:
-            self.backend.forward(self._cache, torch.tensor(self._held), last_only=True)
+        self._held.drop()  # each generation pays its own draft prefill
+        self._held.hold(prompt[:-1])
+        self._committed = len(prompt) - 1
 
     def propose(self, ctx: DraftContext) -> Draft:
         if ctx.budget <= 0:
@@ -65,29 +63,17 @@ class DraftModelDrafter:
                 qs.append(q)
             drafted.append(x)
             if i + 1 < ctx.budget:
-                logits = self.backend.forward(self._cache, torch.tensor([x])).logits[-1]
-                self._held.append(x)
+                logits = self._held.extend([x])
         return Draft.chain(drafted, torch.stack(qs) if qs else None)
 
     def _sync(self, tokens: Sequence[int]) -> torch.Tensor:
         """Roll the draft cache back to what still matches `tokens`, feed the rest (at least
         the root), and return the logits after the root: [vocab]."""
-        keep = _common_prefix(self._held, tokens, self._committed, limit=len(tokens) - 1)
-        self.backend.rollback(self._cache, keep)
-        feed = list(tokens[keep:])
-        del self._held[keep:]
-        self._held.extend(feed)
+        logits = self._held.hold(tokens, known=self._committed, min_new=1)
+        assert logits is not None  # min_new=1: the root is always forwarded
         self._committed = len(tokens)
-        return self.backend.forward(self._cache, torch.tensor(feed), last_only=True).logits[-1]
+        return logits
 
     def observe(self, draft: Draft, result: VerifyResult, target_logits: torch.Tensor) -> None:
         pass
 
-
-def _common_prefix(a: Sequence[int], b: Sequence[int], start: int, limit: int) -> int:
-    """Length of the common prefix of a and b, capped at limit; a[:start] == b[:start] is known."""
-    n = min(len(a), len(b), limit)
-    for i in range(min(start, n), n):
-        if a[i] != b[i]:
-            return i
-    return n

@@ -37,8 +37,9 @@ import torch
 
 from outpace.backends.base import Backend
 from outpace.drafters.base import DraftContext
-from outpace.drafters.draft_model import _common_prefix, check_same_tokenizer
+from outpace.drafters.draft_model import check_same_tokenizer
 from outpace.errors import OutpaceError
+from outpace.held_cache import HeldCache
 from outpace.sampling import SamplingConfig, probs, sample
 from outpace.types import Draft, VerifyResult
 from outpace.verify.multidraft import ChainsDraft, rsd_verify, spectr_verify
@@ -286,30 +287,25 @@ class DraftCache:
         if not backend.capabilities.rollback or not backend.capabilities.trees:
             raise OutpaceError(f"draft model backend {backend.name} needs cache rollback and token trees")
         self.backend = backend
-        self._cache: Any = None
-        self._held: list[int] = []  # committed tokens whose keys/values the cache holds
-        self._committed = 0  # a prefix of _held known to be committed
+        self._held = HeldCache(backend)  # the committed tokens, then the tree nodes below
+        self._committed = 0  # a prefix of the held tokens known to be committed
         self._n = 0  # committed tokens in the cache during the current step
         self._fed: list[int] = []  # tree nodes after the committed tokens, in cache order
         self._fed_tokens: list[int] = []  # their tokens
         self._logits: dict[int, torch.Tensor] = {}  # node -> [vocab] next-token logits
 
     def start(self, prompt: Sequence[int]) -> None:
-        self._cache = self.backend.new_cache()
-        self._held = list(prompt[:-1])
-        self._committed = len(self._held)
-        if self._held:
-            self.backend.forward(self._cache, torch.tensor(self._held))
+        self._held.drop()  # each generation pays its own draft prefill
+        self._held.hold(prompt[:-1])
+        self._committed = len(prompt) - 1
 
     def sync(self, tokens: Sequence[int]) -> torch.Tensor:
         """Bring the cache to exactly `tokens`; return the logits after the root: [vocab]."""
-        keep = _common_prefix(self._held, tokens, self._committed, limit=len(tokens) - 1)
-        self.backend.rollback(self._cache, keep)
-        feed = list(tokens[keep:])
-        self._held = list(tokens)
+        logits = self._held.hold(tokens, known=self._committed, min_new=1)
+        assert logits is not None  # min_new=1: the root is always forwarded
         self._committed = self._n = len(tokens)
         self._fed, self._fed_tokens, self._logits = [], [], {}
-        return self.backend.forward(self._cache, torch.tensor(feed)).logits[-1]
+        return logits
 
     def expand(self, tokens: list[int], parents: list[int], need: list[int]) -> torch.Tensor:
         """Draft logits after each `need` node of the tree (tokens, parents): [len(need), vocab]."""
@@ -317,14 +313,14 @@ class DraftCache:
         keep = _reusable(self._fed, parents, want)
         # also when nothing is dropped: a backend that keeps tree nodes apart (llama.cpp) folds
         # the kept chain into the sequence the next forward extends
-        self.backend.rollback(self._cache, self._n + keep)
+        self.backend.rollback(self._held.cache, self._n + keep)
         del self._fed[keep:], self._fed_tokens[keep:]
         cached = set(self._fed)
         feed = [v for v in want if v not in cached]
         if feed:
             local = {v: i for i, v in enumerate(feed)}
             par = torch.tensor([local.get(parents[v], -1) for v in feed], dtype=torch.long)
-            out = self.backend.forward(self._cache, torch.tensor([tokens[v] for v in feed]), par)
+            out = self.backend.forward(self._held.cache, torch.tensor([tokens[v] for v in feed]), par)
             self._logits.update(zip(feed, out.logits))
             self._fed += feed
             self._fed_tokens += [tokens[v] for v in feed]
@@ -338,8 +334,8 @@ class DraftCache:
             if v not in pos:
                 break
             rows.append(pos[v])
-        self.backend.keep(self._cache, self._n, rows)
-        self._held = self._held[: self._n] + [self._fed_tokens[r] for r in rows]
+        self.backend.keep(self._held.cache, self._n, rows)
+        self._held.extended([self._fed_tokens[r] for r in rows])
         self._fed, self._fed_tokens, self._logits = [], [], {}
 
 

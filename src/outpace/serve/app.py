@@ -134,7 +134,7 @@ class Api:
         if last is None or last.stats is None:
             raise internal_error()
         report = self.service.report(plan, last.stats)
-        return fmt.whole("".join(parts), finish_reason(last.finish_reason), usage(plan, tokens), report)
+        return fmt.whole("".join(parts), finish_reason(last.finish_reason), usage(plan, tokens, last.stats), report)
 
     async def events(self, job: Job[Chunk], plan: Plan, fmt: ResponseFormat, include_usage: bool) -> AsyncIterator[str]:
         """Server-sent events for one generation; closing this generator cancels the job."""
@@ -151,7 +151,7 @@ class Api:
                     closing = fmt.closing(finish_reason(chunk.finish_reason), self.service.report(plan, chunk.stats))
                     yield sse(closing.model_dump_json())
                     if include_usage:
-                        yield sse(fmt.usage(usage(plan, tokens)).model_dump_json())
+                        yield sse(fmt.usage(usage(plan, tokens, chunk.stats)).model_dump_json())
             yield sse("[DONE]")
         except Exception as exc:
             err = as_api_error(exc)

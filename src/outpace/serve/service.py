@@ -21,6 +21,7 @@ from outpace.serve.errors import APIError, bad_request, model_not_found
 from outpace.serve.schemas import (
     ChatCompletionRequest,
     CompletionRequest,
+    PromptTokensDetails,
     SpeculativeReport,
     SpeculativeTimes,
     Usage,
@@ -244,9 +245,14 @@ class GenerationService:
         )
 
 
-def usage(plan: Plan, completion_tokens: int) -> Usage:
+def usage(plan: Plan, completion_tokens: int, stats: GenerationStats) -> Usage:
     prompt = len(plan.prompt_ids)
-    return Usage(prompt_tokens=prompt, completion_tokens=completion_tokens, total_tokens=prompt + completion_tokens)
+    return Usage(
+        prompt_tokens=prompt,
+        completion_tokens=completion_tokens,
+        total_tokens=prompt + completion_tokens,
+        prompt_tokens_details=PromptTokensDetails(cached_tokens=stats.cached_tokens),
+    )
 
 
 def finish_reason(decoder_reason: str | None) -> str:
