@@ -17,8 +17,9 @@ from __future__ import annotations
 import itertools
 import json
 import math
+import statistics
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -171,25 +172,37 @@ class AdaptiveDraftLength:
                 self.accepted[v] += 1.0
 
 
+def time_forwards(
+    backend: Backend,
+    context: int,
+    sizes: Sequence[int],
+    repeats: int,
+    statistic: Callable[[list[float]], float] = statistics.median,
+) -> dict[int, float]:
+    """Seconds of one forward over k tokens after `context` cached tokens, for each k in sizes:
+    `statistic` of `repeats` runs after one warm-up run (the cache rolled back after each)."""
+    ids = [(i * 7919 + 11) % min(backend.vocab_size, 32000) for i in range(context + max(sizes))]
+    cache = backend.new_cache()
+    backend.forward(cache, torch.tensor(ids[:context]), last_only=True)
+    out: dict[int, float] = {}
+    for k in sizes:
+        chunk = torch.tensor(ids[context : context + k])
+        runs = []
+        for _ in range(repeats + 1):
+            t = time.perf_counter()
+            backend.forward(cache, chunk)
+            runs.append(time.perf_counter() - t)
+            backend.rollback(cache, context)
+        out[k] = statistic(runs[1:])  # the first run is a warm-up
+    return out
+
+
 def measure_costs(
     backend: Backend, sizes: tuple[int, ...] = (1, 2, 4, 8, 16), context: int = 128, reps: int = 3
 ) -> CostModel:
-    """Time forwards of n tokens after a `context`-token cache (fastest of reps, after a
-    warm-up: the minimum is the estimate least disturbed by other work on the machine; the
-    decoder refines the estimates from every step it runs)."""
-    cache = backend.new_cache()
-    ids = torch.arange(context) % backend.vocab_size
-    backend.forward(cache, ids, last_only=True)
-    timings: dict[int, float] = {}
-    for n in (sizes[0], *sizes):  # the first size twice: a warm-up
-        runs = []
-        for _ in range(reps):
-            t = time.perf_counter()
-            backend.forward(cache, ids[:n])
-            runs.append(time.perf_counter() - t)
-            backend.rollback(cache, context)
-        timings[n] = min(runs)
-    return CostModel(timings)
+    """The fastest of `reps` timings of each forward size: the minimum is the estimate least
+    disturbed by other work on the machine; the decoder refines it from every step it runs."""
+    return CostModel(time_forwards(backend, context, sizes, reps, statistic=min))
 
 
 def cached_costs(backend: Backend, cache_dir: Path, key: str) -> CostModel:

@@ -9,41 +9,13 @@ same context. The result is the JSON format of `outpace.bench.costs`, with the s
 
 from __future__ import annotations
 
-import statistics
-import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
 from outpace.errors import OutpaceError
+from outpace.policies import time_forwards
 
 DEFAULT_KS = (1, 2, 4, 8, 16)
-
-
-def _context_ids(n: int, vocab: int) -> list[int]:
-    """A fixed, tokenizer-independent context (the timing does not depend on the ids)."""
-    return [(i * 7919 + 11) % vocab for i in range(n)]
-
-
-def time_forwards(backend: Any, context: int, ks: Sequence[int], repeats: int) -> dict[int, float]:
-    """Median ms of a forward over k tokens after `context` cached tokens, for each k."""
-    import torch
-
-    ids = _context_ids(context + max(ks), min(backend.vocab_size, 32000))
-    cache = backend.new_cache()
-    backend.forward(cache, torch.tensor(ids[:context]))
-    out: dict[int, float] = {}
-    for k in ks:
-        chunk = torch.tensor(ids[context: context + k])
-        times = []
-        for i in range(repeats + 1):
-            t0 = time.perf_counter()
-            backend.forward(cache, chunk)
-            elapsed = time.perf_counter() - t0
-            backend.rollback(cache, context)
-            if i:  # the first run is a warm-up
-                times.append(elapsed * 1000)
-        out[k] = statistics.median(times)
-    return out
 
 
 def measure(target: str, dtype: str, draft: str | None, ks: Sequence[int] = DEFAULT_KS, context: int = 200,
@@ -62,12 +34,12 @@ def measure(target: str, dtype: str, draft: str | None, ks: Sequence[int] = DEFA
     say(f"loading {target} ({backend}, {dtype}{', ' + quant if quant else ''}) ...")
     model = load_cached(target, dtype, quant, backend=backend)
     say(f"timing target forwards of k = {', '.join(map(str, ks))} tokens ...")
-    verify = time_forwards(model.backend, context, sorted(set(ks) | {1}), repeats)
+    verify = _ms(time_forwards(model.backend, context, sorted(set(ks) | {1}), repeats))
     draft_ms = 0.0
     if draft:
         say(f"loading draft {draft} ({dtype}) ...")
         d = load_cached(draft, dtype, None, backend=backend)
-        draft_ms = time_forwards(d.backend, context, [1], repeats)[1]
+        draft_ms = _ms(time_forwards(d.backend, context, [1], repeats))[1]
     import torch
 
     return {
@@ -79,3 +51,7 @@ def measure(target: str, dtype: str, draft: str | None, ks: Sequence[int] = DEFA
                      "context_tokens": context,
                      "repeats": repeats, "torch_threads": torch.get_num_threads(), "cpu": cpu_model()},
     }
+
+
+def _ms(seconds: dict[int, float]) -> dict[int, float]:
+    return {k: s * 1000 for k, s in seconds.items()}
