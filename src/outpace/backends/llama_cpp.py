@@ -71,6 +71,7 @@ class LlamaCppBackend:
         n_batch: int = 512,
         n_ubatch: int = 128,
         n_seq_max: int = 64,
+        flash_attn: bool | None = None,
         name: str | None = None,
     ) -> None:
         lib = self._lib = _lib()
@@ -95,6 +96,8 @@ class LlamaCppBackend:
         cparams.kv_unified = True
         cparams.swa_full = True  # sliding-window models keep every position, so rollback works
         cparams.n_threads = cparams.n_threads_batch = threads
+        if flash_attn is not None:  # None: llama.cpp decides (on where the device supports it)
+            cparams.flash_attn_type = lib.LLAMA_FLASH_ATTN_TYPE_ENABLED if flash_attn else lib.LLAMA_FLASH_ATTN_TYPE_DISABLED
         self._ctx = lib.llama_init_from_model(self._model, cparams)
         if not self._ctx:
             raise OutpaceError(f"llama.cpp could not create a context for {path}")
