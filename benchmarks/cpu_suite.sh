@@ -28,3 +28,19 @@ outpace bench $COMMON --suite humaneval --per-task 3 \
   --out $R/cpu-humaneval-3p-128t
 # 6. What changes the llama.cpp cost curve: weight format, threads, prefill micro-batch
 python benchmarks/cost_curves.py --out $R/cost-curves.json
+
+# 7. Issue 2's torch measurement: the 1.5B target in bfloat16 (emulated on this CPU) against the
+#    0.5B draft (fixed and cost-aware), prompt lookup, and transformers' own generate, 2 per task
+outpace bench --target qwen2.5-coder-1.5b --backend torch --dtype bfloat16 --threads 2 \
+  --max-new-tokens 128 --draft-length 4 --per-task 2 \
+  --methods "ar,draft-model:qwen2.5-coder-0.5b,draft-model:qwen2.5-coder-0.5b@adaptive,prompt-lookup,hf-ar" \
+  --out $R/torch-bf16-specbench-2p-128t
+# 8. Flash attention on, off, and llama.cpp's own choice (auto = on for a CPU)
+python benchmarks/cost_curves.py --groups flash --out $R/cost-curves-flash.json
+# 9-10. The best drafters with the cost-aware budget on the packaged Q4_K_M file and on a Q4_0
+#    requantization of it (repacked kernels: cheaper batches), each against plain llama.cpp on
+#    the same file, 1 prompt per task (as runs 1-4)
+BEST="ar,llama-cpp-ar,prompt-lookup@adaptive,rest@adaptive,draft-model:qwen2.5-coder-0.5b@adaptive"
+outpace bench $COMMON --per-task 1 --methods "$BEST" --out $R/cpu-q4_k_m-specbench-1p-128t
+Q40=$(outpace models quantize qwen2.5-coder-1.5b --format q4_0)
+outpace bench $COMMON --target "$Q40" --per-task 1 --methods "$BEST" --out $R/cpu-q4_0-specbench-1p-128t
