@@ -87,10 +87,6 @@ class HeldCache:
         """Free the cache (after an error left its contents unknown, or to make room)."""
         self.cache, self.tokens = None, []
 
-    @property
-    def length(self) -> int:
-        return len(self.tokens)
-
 
 # backend -> its parked cache; weak both ways, so neither outlives its owner
 _parked: weakref.WeakKeyDictionary[Any, weakref.ref[HeldCache]] = weakref.WeakKeyDictionary()
