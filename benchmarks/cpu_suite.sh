@@ -37,6 +37,9 @@ outpace bench --target qwen2.5-coder-1.5b --backend torch --dtype bfloat16 --thr
   --out $R/torch-bf16-specbench-2p-128t
 # 8. Flash attention on, off, and llama.cpp's own choice (auto = on for a CPU)
 python benchmarks/cost_curves.py --groups flash --out $R/cost-curves-flash.json
+#    ... and, since one pass is within the VM's noise, 4 order-alternating repeats of flash on/off
+#    and of our prefill against llama-cpp-python's
+python benchmarks/llama_cpp_repeats.py --out $R/llama-cpp-repeats.json
 # 9-10. The best drafters with the cost-aware budget on the packaged Q4_K_M file and on a Q4_0
 #    requantization of it (repacked kernels: cheaper batches), each against plain llama.cpp on
 #    the same file, 1 prompt per task (as runs 1-4)
