@@ -178,3 +178,20 @@ def test_auto_dtype_is_bf16_only_where_bf16_is_native() -> None:
     assert auto_dtype(True, xeon) == "bfloat16"
     assert resolve_dtype("float16") == "float16"
     assert resolve_dtype("auto") in ("bfloat16", "float32")
+
+
+def test_git_commit_names_the_checkout_and_marks_uncommitted_changes(tmp_path):
+    import subprocess
+
+    from outpace.bench.machine import git_commit
+
+    assert git_commit(str(tmp_path)) is None  # not a git checkout
+    git = ["git", "-C", str(tmp_path), "-c", "user.name=t", "-c", "user.email=t@t"]
+    subprocess.run([*git, "init", "-q"], check=True)
+    (tmp_path / "f.txt").write_text("a")
+    subprocess.run([*git, "add", "f.txt"], check=True)
+    subprocess.run([*git, "commit", "-qm", "x"], check=True)
+    head = subprocess.run([*git, "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    assert git_commit(str(tmp_path)) == head
+    (tmp_path / "f.txt").write_text("b")
+    assert git_commit(str(tmp_path)) == f"{head}-dirty"

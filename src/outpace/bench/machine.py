@@ -5,13 +5,14 @@ from __future__ import annotations
 import importlib.metadata
 import os
 import platform
+import subprocess
 import sys
 from datetime import UTC, datetime
 from typing import Any
 
 from outpace.hardware import cpu_flags, cpu_model
 
-__all__ = ["cpu_flags", "cpu_model", "machine", "now", "versions"]
+__all__ = ["cpu_flags", "cpu_model", "git_commit", "machine", "now", "versions"]
 
 LIBRARIES = ("torch", "transformers", "llama-cpp-python", "outpace", "numpy")
 
@@ -24,7 +25,25 @@ def versions() -> dict[str, str]:
             out[lib] = importlib.metadata.version(lib)
         except importlib.metadata.PackageNotFoundError:
             out[lib] = "not installed"
+    commit = git_commit()
+    if commit:
+        out["outpace commit"] = commit
     return out
+
+
+def git_commit(where: str | None = None) -> str | None:
+    """The commit of the git checkout holding `where` (default: this outpace source tree), with
+    ``-dirty`` when tracked files have uncommitted changes; None outside a git checkout. A
+    resumable run can span several sessions; this says which code measured each of them."""
+    here = where or os.path.dirname(os.path.abspath(__file__))
+    try:
+        head = subprocess.run(["git", "-C", here, "rev-parse", "--short", "HEAD"],
+                              capture_output=True, text=True, timeout=10, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", here, "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=10, check=True).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return f"{head}-dirty" if dirty else head or None
 
 
 def machine() -> dict[str, Any]:
