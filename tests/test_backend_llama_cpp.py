@@ -18,10 +18,10 @@ from outpace.backends.llama_cpp import LlamaCppBackend
 from outpace.decoder import Decoder, GenerationConfig
 from outpace.drafters.draft_model import DraftModelDrafter
 from outpace.drafters.draft_tree import (
-    DySpecDrafter,
-    RSDConfig,
-    RSDDrafter,
-    SpecTrDrafter,
+    DySpec,
+    RecursiveSD,
+    SpecTr,
+    TreeDrafter,
 )
 from outpace.drafters.prompt_lookup import PromptLookupConfig, PromptLookupDrafter
 from outpace.sampling import SamplingConfig, probs
@@ -138,10 +138,10 @@ def test_greedy_speculative_equals_autoregressive(gguf_target, gguf_draft, promp
         OracleDrafter(prompt + ar),
         OracleDrafter(prompt + ar, wrong=True),
         OracleDrafter(prompt + ar, tree=True),
-        SpecTrDrafter(gguf_draft),
-        RSDDrafter(gguf_draft),
-        RSDDrafter(gguf_draft, RSDConfig(method="beam")),
-        DySpecDrafter(gguf_draft),  # grows its tree over several draft forwards
+        TreeDrafter(gguf_draft, SpecTr()),
+        TreeDrafter(gguf_draft, RecursiveSD()),
+        TreeDrafter(gguf_draft, RecursiveSD(method="beam")),
+        TreeDrafter(gguf_draft, DySpec()),  # grows its tree over several draft forwards
     ]
     for drafter in drafters:
         assert Decoder(gguf_target, None, drafter).generate(prompt, CFG).tokens == ar, drafter.name

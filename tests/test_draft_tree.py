@@ -205,10 +205,10 @@ def test_draft_cache_tree_logits_equal_chain_logits(draft_model):
 PROMPTS = [[1, 2, 3, 4, 5, 1, 2, 3, 7, 8, 9, 1, 2], [10, 11, 12, 13, 10, 11, 12, 14, 15, 10, 11], [5]]
 GREEDY = GenerationConfig(max_new_tokens=24, draft_length=6)
 DRAFTERS = {
-    "spectr": lambda d: dt.SpecTrDrafter(d, dt.SpecTrConfig(k=2, depth=3)),
-    "rsd-gumbel": lambda d: dt.RSDDrafter(d, dt.RSDConfig(branching=(2, 2, 1))),
-    "rsd-beam": lambda d: dt.RSDDrafter(d, dt.RSDConfig(method="beam", width=2, depth=3)),
-    "dyspec": lambda d: dt.DySpecDrafter(d),
+    "spectr": lambda d: dt.TreeDrafter(d, dt.SpecTr(k=2, depth=3)),
+    "rsd-gumbel": lambda d: dt.TreeDrafter(d, dt.RecursiveSD(branching=(2, 2, 1))),
+    "rsd-beam": lambda d: dt.TreeDrafter(d, dt.RecursiveSD(method="beam", width=2, depth=3)),
+    "dyspec": lambda d: dt.TreeDrafter(d, dt.DySpec()),
 }
 
 
@@ -247,13 +247,13 @@ def test_engine_specs_build_the_tree_drafters(target_model, draft_model):
     target = LoadedModel(target_model, tok, "tiny-target", ())
     loader = fake_loader({"tiny-draft": LoadedModel(draft_model, tok, "tiny-draft", ())})
     d = make_drafter("spectr:tiny-draft,k=3,depth=2", target, "float32", loader)
-    assert isinstance(d, dt.SpecTrDrafter) and d.config == dt.SpecTrConfig(3, 2)
+    assert isinstance(d, dt.TreeDrafter) and d.method == dt.SpecTr(3, 2)
     d = make_drafter("rsd:tiny-draft,method=beam,width=3,depth=2", target, "float32", loader)
-    assert isinstance(d, dt.RSDDrafter) and d.config.method == "beam"
+    assert isinstance(d.method, dt.RecursiveSD) and d.method.method == "beam"
     d = make_drafter("rsd:tiny-draft,branching=3-2-1", target, "float32", loader)
-    assert d.config.levels == (3, 2, 1)
+    assert d.method.levels == (3, 2, 1)
     d = make_drafter("dyspec:tiny-draft,budget=10", target, "float32", loader)
-    assert isinstance(d, dt.DySpecDrafter) and d.config.budget == 10
+    assert d.method == dt.DySpec(budget=10)
     for bad, message in [
         ("spectr:", "needs a draft model"),
         ("spectr:k=2", "needs a draft model"),

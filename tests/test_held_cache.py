@@ -12,7 +12,7 @@ from conftest import tiny_model
 from outpace.decoder import Decoder, GenerationConfig
 from outpace.drafters.base import DraftContext
 from outpace.drafters.draft_model import DraftModelDrafter
-from outpace.drafters.draft_tree import DySpecDrafter
+from outpace.drafters.draft_tree import DySpec, TreeDrafter
 from outpace.drafters.prompt_lookup import PromptLookupConfig, PromptLookupDrafter
 from outpace.held_cache import HeldCache
 from outpace.types import Draft
@@ -85,7 +85,7 @@ DRAFTERS = {
     "ar": lambda d: None,
     "draft-model": lambda d: DraftModelDrafter(d),
     "prompt-lookup-tree": lambda d: PromptLookupDrafter(PromptLookupConfig(branches=3)),
-    "dyspec": lambda d: DySpecDrafter(d),
+    "dyspec": lambda d: TreeDrafter(d, DySpec()),
 }
 
 

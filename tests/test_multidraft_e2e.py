@@ -19,10 +19,10 @@ from outpace.sampling import SamplingConfig, probs
 V = 8
 PROMPT = [1, 2, 3]
 DRAFTERS = {
-    "spectr": lambda d: dt.SpecTrDrafter(d, dt.SpecTrConfig(k=3, depth=2)),
-    "rsd-gumbel": lambda d: dt.RSDDrafter(d, dt.RSDConfig(branching=(3, 1))),
-    "rsd-beam": lambda d: dt.RSDDrafter(d, dt.RSDConfig(method="beam", width=3, depth=2)),
-    "dyspec": lambda d: dt.DySpecDrafter(d),
+    "spectr": lambda d: dt.TreeDrafter(d, dt.SpecTr(k=3, depth=2)),
+    "rsd-gumbel": lambda d: dt.TreeDrafter(d, dt.RecursiveSD(branching=(3, 1))),
+    "rsd-beam": lambda d: dt.TreeDrafter(d, dt.RecursiveSD(method="beam", width=3, depth=2)),
+    "dyspec": lambda d: dt.TreeDrafter(d, dt.DySpec()),
 }
 
 

@@ -84,7 +84,7 @@ def test_adaptive_decoding_stays_lossless_and_falls_back(target, draft_backend):
 
 
 def test_adaptive_tree_budgets_stay_lossless_and_follow_the_costs(target, draft_backend):
-    from outpace.drafters.draft_tree import DySpecDrafter
+    from outpace.drafters.draft_tree import DySpec, TreeDrafter
     from outpace.drafters.prompt_lookup import PromptLookupConfig, PromptLookupDrafter
 
     prompt = [1, 2, 3, 4, 5, 1, 2, 3, 4, 5, 1, 2]
@@ -92,7 +92,7 @@ def test_adaptive_tree_budgets_stay_lossless_and_follow_the_costs(target, draft_
     ar = Decoder(target, None).generate(prompt, GenerationConfig(max_new_tokens=30)).tokens
     steep = CostModel({1: 1.0, 2: 2.0, 8: 8.0})
     flat = CostModel({1: 1.0, 16: 1.0})
-    for drafter in (PromptLookupDrafter(PromptLookupConfig(branches=3)), DySpecDrafter(draft_backend)):
+    for drafter in (PromptLookupDrafter(PromptLookupConfig(branches=3)), TreeDrafter(draft_backend, DySpec())):
         r = Decoder(target, None, drafter, costs=steep).generate(prompt, cfg)
         assert r.tokens == ar, drafter.name
         assert max(r.stats.proposed_lengths) <= 1  # verifying costs k forwards: probes of one node at most

@@ -31,7 +31,7 @@ from __future__ import annotations
 import heapq
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 import torch
 
@@ -374,23 +374,56 @@ def _descends(parents: list[int], v: int, a: int) -> bool:
 # ------------------------------------------------------------------------------ drafters
 
 
-@dataclass(frozen=True)
-class SpecTrConfig:
-    """k: chains drawn i.i.d. per step; depth: tokens per chain (k * depth nodes at most)."""
+class TreeMethod(Protocol):
+    """How a multi-draft method grows its tree from the draft model and verifies it: the frozen
+    settings dataclasses below (`SpecTr`, `RecursiveSD`, `DySpec`), each a pure builder."""
 
+    @property
+    def name(self) -> str: ...
+
+    def build(self, root_logits: torch.Tensor, expand: Expand, ctx: DraftContext) -> Draft:
+        """root_logits: [vocab], the draft model's logits after the committed tokens."""
+        ...
+
+    def verify(
+        self, draft: Draft, target_logits: torch.Tensor, sampling: SamplingConfig, rng: torch.Generator
+    ) -> VerifyResult:
+        """target_logits: [len(draft) + 1, vocab]."""
+        ...
+
+
+@dataclass(frozen=True)
+class SpecTr:
+    """SpecTr: k chains of `depth` tokens drawn i.i.d. per step (k * depth nodes at most),
+    verified by K-SEQ at every node of the walk."""
+
+    name: ClassVar[str] = "spectr"
     k: int = 2
     depth: int = 4
 
     def __post_init__(self) -> None:
         _positive("spectr", k=self.k, depth=self.depth)
 
+    def build(self, root_logits: torch.Tensor, expand: Expand, ctx: DraftContext) -> Draft:
+        k = min(self.k, ctx.budget)
+        depth = min(self.depth, max(1, ctx.budget // k))
+        return iid_chains(root_logits, expand, k, depth, ctx.sampling, ctx.rng)
+
+    def verify(
+        self, draft: Draft, target_logits: torch.Tensor, sampling: SamplingConfig, rng: torch.Generator
+    ) -> VerifyResult:
+        return spectr_verify(draft, target_logits, sampling, rng)  # target_logits: [len(draft) + 1, vocab]
+
 
 @dataclass(frozen=True)
-class RSDConfig:
-    """method 'gumbel' (RSD-C): `branching` children per node at each level (default: `width`
-    at every one of `depth` levels), cut at the node budget in level order. method 'beam'
-    (RSD-S): stochastic beam search keeping `width` sequences per level for `depth` levels."""
+class RecursiveSD:
+    """Recursive SD, a tree drawn without replacement. method 'gumbel' (RSD-C): `branching`
+    children per node at each level (default: `width` at every one of `depth` levels), cut at
+    the node budget in level order. method 'beam' (RSD-S): stochastic beam search keeping
+    `width` sequences per level for `depth` levels. Verified by recursive rejection sampling
+    without replacement."""
 
+    name: ClassVar[str] = "rsd"
     method: str = "gumbel"
     width: int = 2
     depth: int = 4
@@ -409,16 +442,40 @@ class RSDConfig:
     def levels(self) -> tuple[int, ...]:
         return self.branching or (self.width,) * self.depth
 
+    def build(self, root_logits: torch.Tensor, expand: Expand, ctx: DraftContext) -> Draft:
+        if self.method == "gumbel":
+            return gumbel_tree(root_logits, expand, self.levels, ctx.budget, ctx.sampling, ctx.rng)
+        width = min(self.width, ctx.budget)
+        depth = min(self.depth, max(1, ctx.budget // width))
+        return beam_tree(root_logits, expand, width, depth, ctx.sampling, ctx.rng)
+
+    def verify(
+        self, draft: Draft, target_logits: torch.Tensor, sampling: SamplingConfig, rng: torch.Generator
+    ) -> VerifyResult:
+        return rsd_verify(draft, target_logits, sampling, rng)  # target_logits: [len(draft) + 1, vocab]
+
 
 @dataclass(frozen=True)
-class DySpecConfig:
-    """budget: most nodes per tree (0: the decoder's per-step budget, --draft-length)."""
+class DySpec:
+    """DySpec: a dynamic tree grown greedily by the draft model's path probabilities, at most
+    `budget` nodes (0: the decoder's per-step budget, --draft-length); siblings are drawn
+    without replacement, so RSD's verifier applies."""
 
+    name: ClassVar[str] = "dyspec"
     budget: int = 0
 
     def __post_init__(self) -> None:
         if not isinstance(self.budget, int) or self.budget < 0:
             raise OutpaceError(f"dyspec budget must be an integer >= 0 (0 = --draft-length), got {self.budget!r}")
+
+    def build(self, root_logits: torch.Tensor, expand: Expand, ctx: DraftContext) -> Draft:
+        budget = min(self.budget or ctx.budget, ctx.budget)
+        return dynamic_tree(root_logits, expand, budget, ctx.sampling, ctx.rng)
+
+    def verify(
+        self, draft: Draft, target_logits: torch.Tensor, sampling: SamplingConfig, rng: torch.Generator
+    ) -> VerifyResult:
+        return rsd_verify(draft, target_logits, sampling, rng)  # target_logits: [len(draft) + 1, vocab]
 
 
 def _positive(method: str, **values: int) -> None:
@@ -428,13 +485,15 @@ def _positive(method: str, **values: int) -> None:
 
 
 class TreeDrafter:
-    """Base of the draft-model tree drafters: cache upkeep, budget, observe; subclasses build."""
+    """A draft-model tree drafter: keeps the draft cache in step (`DraftCache`) and grows each
+    step's tree with its `TreeMethod`, whose verifier the decoder then uses."""
 
-    name = "tree"
     makes_trees = True
 
-    def __init__(self, backend: Backend) -> None:
+    def __init__(self, backend: Backend, method: TreeMethod) -> None:
         self.cache = DraftCache(backend)
+        self.method = method
+        self.name = method.name
 
     def start(self, prompt: Sequence[int]) -> None:
         self.cache.start(prompt)
@@ -443,10 +502,7 @@ class TreeDrafter:
         if ctx.budget <= 0:
             return Draft.empty()
         root = self.cache.sync(ctx.tokens)
-        return self.build(root, self.cache.expand, ctx)
-
-    def build(self, root_logits: torch.Tensor, expand: Expand, ctx: DraftContext) -> Draft:
-        raise NotImplementedError
+        return self.method.build(root, self.cache.expand, ctx)
 
     def observe(self, draft: Draft, result: VerifyResult, target_logits: torch.Tensor) -> None:
         self.cache.compact(result.accepted)
@@ -454,61 +510,8 @@ class TreeDrafter:
     def verifier(
         self, draft: Draft, target_logits: torch.Tensor, sampling: SamplingConfig, rng: torch.Generator
     ) -> VerifyResult:
-        """Recursive rejection sampling without replacement; target_logits: [len(draft) + 1, vocab]."""
-        return rsd_verify(draft, target_logits, sampling, rng)
-
-
-class SpecTrDrafter(TreeDrafter):
-    """SpecTr: k i.i.d. draft chains, verified by K-SEQ at every node of the walk."""
-
-    name = "spectr"
-
-    def __init__(self, backend: Backend, config: SpecTrConfig = SpecTrConfig()) -> None:
-        super().__init__(backend)
-        self.config = config
-
-    def build(self, root_logits: torch.Tensor, expand: Expand, ctx: DraftContext) -> Draft:
-        k = min(self.config.k, ctx.budget)
-        depth = min(self.config.depth, max(1, ctx.budget // k))
-        return iid_chains(root_logits, expand, k, depth, ctx.sampling, ctx.rng)
-
-    def verifier(
-        self, draft: Draft, target_logits: torch.Tensor, sampling: SamplingConfig, rng: torch.Generator
-    ) -> VerifyResult:
-        """SpecTr's K-SEQ down the chains; target_logits: [len(draft) + 1, vocab]."""
-        return spectr_verify(draft, target_logits, sampling, rng)
-
-
-class RSDDrafter(TreeDrafter):
-    """Recursive SD: a tree drawn without replacement (Gumbel-top-k or stochastic beam search)."""
-
-    name = "rsd"
-
-    def __init__(self, backend: Backend, config: RSDConfig = RSDConfig()) -> None:
-        super().__init__(backend)
-        self.config = config
-
-    def build(self, root_logits: torch.Tensor, expand: Expand, ctx: DraftContext) -> Draft:
-        cfg = self.config
-        if cfg.method == "gumbel":
-            return gumbel_tree(root_logits, expand, cfg.levels, ctx.budget, ctx.sampling, ctx.rng)
-        width = min(cfg.width, ctx.budget)
-        depth = min(cfg.depth, max(1, ctx.budget // width))
-        return beam_tree(root_logits, expand, width, depth, ctx.sampling, ctx.rng)
-
-
-class DySpecDrafter(TreeDrafter):
-    """DySpec: a dynamic tree grown greedily by the draft model's path probabilities."""
-
-    name = "dyspec"
-
-    def __init__(self, backend: Backend, config: DySpecConfig = DySpecConfig()) -> None:
-        super().__init__(backend)
-        self.config = config
-
-    def build(self, root_logits: torch.Tensor, expand: Expand, ctx: DraftContext) -> Draft:
-        budget = min(self.config.budget or ctx.budget, ctx.budget)
-        return dynamic_tree(root_logits, expand, budget, ctx.sampling, ctx.rng)
+        """The method's verifier; target_logits: [len(draft) + 1, vocab]."""
+        return self.method.verify(draft, target_logits, sampling, rng)
 
 
 # ---------------------------------------------------------------- engine factories
@@ -540,23 +543,23 @@ def _draft_backend(
     return draft.backend, opts
 
 
-def make_spectr(arg: str, target: LoadedModel, dtype: str, loader: Loader) -> SpecTrDrafter:
+def make_spectr(arg: str, target: LoadedModel, dtype: str, loader: Loader) -> TreeDrafter:
     """`spectr:MODEL[,k=2,depth=4,quant=int8]`."""
     backend, opts = _draft_backend("spectr", arg, target, dtype, loader, {"k": int, "depth": int})
-    return SpecTrDrafter(backend, SpecTrConfig(**opts))
+    return TreeDrafter(backend, SpecTr(**opts))
 
 
-def make_rsd(arg: str, target: LoadedModel, dtype: str, loader: Loader) -> RSDDrafter:
+def make_rsd(arg: str, target: LoadedModel, dtype: str, loader: Loader) -> TreeDrafter:
     """`rsd:MODEL[,method=gumbel|beam,width=2,depth=4,branching=3-2-1,quant=int8]`."""
     known: dict[str, Callable[[str], Any]] = {"method": str, "width": int, "depth": int, "branching": branching_factors}
     backend, opts = _draft_backend("rsd", arg, target, dtype, loader, known)
-    return RSDDrafter(backend, RSDConfig(**opts))
+    return TreeDrafter(backend, RecursiveSD(**opts))
 
 
-def make_dyspec(arg: str, target: LoadedModel, dtype: str, loader: Loader) -> DySpecDrafter:
+def make_dyspec(arg: str, target: LoadedModel, dtype: str, loader: Loader) -> TreeDrafter:
     """`dyspec:MODEL[,budget=N,quant=int8]`."""
     backend, opts = _draft_backend("dyspec", arg, target, dtype, loader, {"budget": int})
-    return DySpecDrafter(backend, DySpecConfig(**opts))
+    return TreeDrafter(backend, DySpec(**opts))
 
 
 #: Rows for `outpace.engine.DRAFTERS`.
