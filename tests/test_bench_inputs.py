@@ -191,7 +191,7 @@ def test_git_commit_names_the_checkout_and_marks_uncommitted_changes(tmp_path):
     (tmp_path / "f.txt").write_text("a")
     subprocess.run([*git, "add", "f.txt"], check=True)
     subprocess.run([*git, "commit", "-qm", "x"], check=True)
-    head = subprocess.run([*git, "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    head = subprocess.run([*git, "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
     assert git_commit(str(tmp_path)) == head
     (tmp_path / "f.txt").write_text("b")
     assert git_commit(str(tmp_path)) == f"{head}-dirty"

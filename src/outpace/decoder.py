@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeGuard
 
 import torch
 
@@ -264,5 +264,5 @@ def _depth(draft: Draft) -> int:
     return int(depths(draft.parents).max())
 
 
-def _is_ids(prompt: object) -> bool:
+def _is_ids(prompt: object) -> TypeGuard[Sequence[int]]:
     return isinstance(prompt, (list, tuple)) and (not prompt or isinstance(prompt[0], int))

@@ -7,7 +7,7 @@ place that maps those strings to objects, so the CLI, the benchmark and the serv
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import lru_cache, partial
 from pathlib import Path
@@ -161,7 +161,7 @@ def make_drafter(spec: str, target: LoadedModel, dtype: str, loader: Loader = lo
 PROMPT_LOOKUP_OPTIONS = {"max_ngram": int, "min_ngram": int, "branches": int}
 
 
-def parse_options(arg: str, known: dict[str, Callable[[str], Any]]) -> dict[str, Any]:
+def parse_options(arg: str, known: Mapping[str, Callable[[str], Any]]) -> dict[str, Any]:
     """`key=value,key=value` -> dict, each value converted by known[key]."""
     out: dict[str, Any] = {}
     for item in filter(None, arg.split(",")):

@@ -89,7 +89,7 @@ def primal_lp(p: np.ndarray, q: np.ndarray, k: int, scheme: str) -> float:
     pairs is such a flow, so the optimum is alpha*. (The equality-constrained coupling LP over
     all pairs has the same value but HiGHS finds it numerically infeasible when some sets have
     mass near 1e-17; this form is always feasible.)"""
-    from scipy.optimize import linprog
+    from scipy.optimize import linprog  # type: ignore[import-untyped]
 
     _check(p, q, k, scheme)
     sets = list(draft_set_law(q, k, scheme).items())
