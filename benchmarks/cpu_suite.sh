@@ -49,7 +49,7 @@ Q40=$(outpace models quantize qwen2.5-coder-1.5b --format q4_0)
 outpace bench $COMMON --target "$Q40" --per-task 1 --methods "$BEST" --out $R/cpu-q4_0-specbench-1p-128t
 
 # 11. The default configuration (issue 3) with the later issues' methods: 10 prompts per task,
-#     256 new tokens, 14 methods, 980 turns, about nine hours; resumable, run over several sessions
+#     256 new tokens, 14 methods, 980 turns, about seven hours; resumable, run over several sessions
 ALL="ar,llama-cpp-ar,draft-model:qwen2.5-coder-0.5b,draft-model:qwen2.5-coder-0.5b@adaptive,prompt-lookup,prompt-lookup@adaptive,recycling,aded,stand,rest,rest@adaptive,rasd,hf-assisted,hf-prompt-lookup"
 outpace bench --target qwen2.5-coder-1.5b --backend llama.cpp --dtype float32 --threads 2 \
   --draft-length 4 --per-task 10 --max-new-tokens 256 --temperature 0 --methods "$ALL" \
