@@ -150,3 +150,36 @@ def test_records_round_trip_and_reject_inconsistent_counts() -> None:
                    new_tokens=5, wall_s=1.0, finish_reason="eos", text="", tokens=(1, 2))
     with pytest.raises(OutpaceError, match="lacks"):
         TurnRecord.from_json({"method": "ar"})
+
+
+def test_peer_comparison_per_task_overall_and_best_method() -> None:
+    from outpace.bench.config import RunConfig
+    from outpace.bench.report import peer_comparisons, peer_section
+
+    config = RunConfig(target="t", methods=("ar", "m", "llama-cpp-ar", "hf-assisted"))
+    recs = [rec("llama-cpp-ar", "1", task="qa", wall=1.0), rec("llama-cpp-ar", "2", task="rag", wall=1.0),
+            rec("hf-assisted", "1", task="qa", wall=4.0), rec("hf-assisted", "2", task="rag", wall=4.0),
+            rec("ar", "1", task="qa", wall=1.0), rec("ar", "2", task="rag", wall=1.0),
+            rec("m", "1", task="qa", wall=0.5), rec("m", "2", task="rag", wall=2.0)]  # 2x on qa, 0.5x on rag
+    lcpp, hf = peer_comparisons(config, recs)
+    assert (lcpp.peer, hf.peer) == ("llama-cpp-ar", "hf-assisted")
+    assert set(lcpp.overall) == {"ar", "m"}  # peers are not compared with peers
+    assert lcpp.task_speedups["m"]["qa"].median == pytest.approx(2.0)
+    assert lcpp.task_speedups["m"]["rag"].median == pytest.approx(0.5)
+    assert lcpp.overall["m"].median == pytest.approx(1.25)  # mean of 8 and 2 tok/s over mean of 4
+    assert hf.overall["ar"].median == pytest.approx(4.0)
+    text = "\n".join(peer_section([lcpp, hf], ["qa", "rag"]))
+    assert "against `llama-cpp-ar`: `m`, 1.25x (faster than `llama-cpp-ar`)" in text
+    assert "against `hf-assisted`: `m`, 5.00x (faster than `hf-assisted`)" in text
+    assert "| `ar` | 1.00x | 1.00x | 1.00x | 4.00x |" in text
+
+
+def test_peer_comparison_says_plainly_when_slower() -> None:
+    from outpace.bench.config import RunConfig
+    from outpace.bench.report import peer_comparisons, peer_section
+
+    config = RunConfig(target="t", methods=("ar", "llama-cpp-ar"))
+    recs = [rec("llama-cpp-ar", "1", wall=1.0), rec("ar", "1", wall=1.25)]
+    text = "\n".join(peer_section(peer_comparisons(config, recs), ["qa"]))
+    assert "`ar`, 0.80x (slower than `llama-cpp-ar`)" in text
+    assert peer_comparisons(RunConfig(target="t", methods=("ar", "m")), [rec("ar"), rec("m")]) == []

@@ -81,6 +81,36 @@ def summarize(config: RunConfig, recs: Sequence[TurnRecord], profile: CostProfil
     return rows, tasks, baseline
 
 
+#: Peers that outpace methods are compared with directly, in this order: the number a CPU user
+#: compares against first, then transformers' assisted generation and plain generate.
+HEADLINE_PEERS: tuple[str, ...] = ("llama-cpp-ar", "hf-assisted", "hf-ar")
+
+
+@dataclass(frozen=True)
+class PeerComparison:
+    """Each outpace method's speedup over one peer, per task and overall (turns both ran)."""
+
+    peer: str
+    task_speedups: dict[str, dict[str, Spread | None]]  # method -> task -> speedup
+    overall: dict[str, Spread | None]  # method -> speedup
+
+
+def peer_comparisons(config: RunConfig, recs: Sequence[TurnRecord]) -> list[PeerComparison]:
+    """Speedups of every outpace method over each headline peer that has records."""
+    by_method = metrics.group(recs, lambda r: r.method)
+    tasks = task_order(r.task for r in recs)
+    ours = [m for m in config.methods if m in by_method and not is_peer(m)]
+    out = []
+    for peer in (p for p in HEADLINE_PEERS if p in by_method):
+        base = by_method[peer]
+        per_task = {m: {t: metrics.spread(metrics.speedups([r for r in by_method[m] if r.task == t],
+                                                           [r for r in base if r.task == t])) for t in tasks}
+                    for m in ours}
+        out.append(PeerComparison(peer, per_task, {m: metrics.spread(metrics.speedups(by_method[m], base))
+                                                   for m in ours}))
+    return out
+
+
 # ---------------------------------------------------------------------------- formatting
 
 
@@ -161,6 +191,37 @@ def time_table(rows: Sequence[MethodRow]) -> str:
                    "Draft ms/step", "Verify ms/step", "Drafter state: median (max)"], body, "r")
 
 
+def peer_section(comparisons: Sequence[PeerComparison], tasks: Sequence[str]) -> list[str]:
+    """Markdown: the best outpace method against each peer, then the per-task table against the
+    first peer with the other peers' overall columns beside it."""
+    if not comparisons or not comparisons[0].overall:
+        return []
+    first, others = comparisons[0], comparisons[1:]
+    out = ["## Against the peers", ""]
+    for c in comparisons:
+        known = {m: s for m, s in c.overall.items() if s is not None}
+        if known:
+            best = max(known, key=lambda m: known[m].median)
+            out.append(f"- Best outpace method against `{c.peer}`: `{best}`, {fmt_spread(known[best])} "
+                       f"({_verdict(known[best].median)} `{c.peer}`).")
+    header = ["Method", *(TASK_TITLES.get(t, t) for t in tasks), f"Overall vs `{first.peer}`",
+              *(f"Overall vs `{c.peer}`" for c in others)]
+    body = [[f"`{m}`", *(fmt_spread(first.task_speedups[m][t]) for t in tasks), fmt_spread(s),
+             *(fmt_spread(c.overall.get(m)) for c in others)] for m, s in first.overall.items()]
+    out += ["", f"Speedup of each outpace method over the peer (tokens/s as in the table above, on the turns "
+            f"both ran); per task against `{first.peer}`.", "", _table(header, body, "r")]
+    return out
+
+
+def _verdict(speedup: float, tolerance: float = 0.05) -> str:
+    """Plain words for a speedup; within `tolerance` of 1 is a tie on these noisy machines."""
+    if speedup > 1 + tolerance:
+        return "faster than"
+    if speedup < 1 - tolerance:
+        return "slower than"
+    return f"within {100 * tolerance:g}% of"
+
+
 def command_line(config: RunConfig) -> str:
     """An `outpace bench` command that reproduces `config` (the output directory aside)."""
     args = ["outpace", "bench", "--target", config.target, "--methods", ",".join(config.methods),
@@ -214,6 +275,9 @@ def render(config: RunConfig, recs: Sequence[TurnRecord], sessions: Sequence[Map
            "Reproduce: `" + command_line(config) + "`", "", "## Results", ""]
     out.append(leaderboard(rows, tasks, config, profile) if rows else "No records yet.")
     out += ["", _notes(config, rows, profile, baseline)]
+    peers = peer_section(peer_comparisons(config, recs), tasks)
+    if peers:
+        out += [""] + peers
     skipped = skipped_methods(config, recs, sessions)
     if skipped:
         out += ["", "## Methods without results", ""] + [f"- `{m}`: {why}" for m, why in skipped.items()]
