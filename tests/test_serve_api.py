@@ -151,7 +151,7 @@ def test_stop_string_cuts_the_text(client: openai.OpenAI) -> None:
     for stream in (False, True):
         if stream:
             text, chunks = stream_text(chat(client, max_tokens=20, temperature=0, stop=[stop, "never"], stream=True))
-            reason = [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason][0]
+            reason = next(c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason)
         else:
             resp = chat(client, max_tokens=20, temperature=0, stop=stop)
             text, reason = resp.choices[0].message.content, resp.choices[0].finish_reason

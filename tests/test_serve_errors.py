@@ -4,8 +4,9 @@ server keeps serving afterwards."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any, NamedTuple
 
 import httpx
@@ -34,7 +35,7 @@ class Case(NamedTuple):
     code: str
     path: str = CHAT
     method: str = "POST"
-    headers: dict[str, str] = {}
+    headers: Mapping[str, str] = MappingProxyType({})
     kind: str = INVALID
 
 

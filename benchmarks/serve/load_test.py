@@ -35,13 +35,13 @@ PROMPTS = [
     "Write a Python function that returns the n-th Fibonacci number.",
     "Explain in two sentences what a hash map is.",
     "Repeat this list, one item per line, with a dash before each: apples, pears, plums, cherries, figs.",
-    "Rename the variable x to count in this code and show the result:\n"
-    "def f(items):\n    x = 0\n    for i in items:\n        x += i\n    return x",
+    ("Rename the variable x to count in this code and show the result:\n"
+     "def f(items):\n    x = 0\n    for i in items:\n        x += i\n    return x"),
     "What is the capital of France? Answer in one sentence.",
     "Give three tips for writing clear commit messages.",
     "Translate to French: The cat sleeps on the warm windowsill.",
-    "Summarize: Speculative decoding lets a small drafter propose tokens that a large model "
-    "verifies in one forward pass, so output is unchanged but faster.",
+    ("Summarize: Speculative decoding lets a small drafter propose tokens that a large model "
+     "verifies in one forward pass, so output is unchanged but faster."),
 ]
 
 
@@ -118,7 +118,8 @@ async def measure(url: str, args: argparse.Namespace, pid: int | None) -> dict[s
     report = await run_load(url, args.model, PROMPTS, args.requests, args.concurrency, args.max_tokens,
                             args.request_timeout, args.run_timeout)
     mismatches = sum(o.text != expected[o.prompt].text for o in report.ok)
-    metrics = httpx.get(f"{url}/metrics", timeout=30).text
+    async with httpx.AsyncClient(timeout=30) as client:
+        metrics = (await client.get(f"{url}/metrics")).text
     return {"report": report, "mismatches": mismatches, "rss_warm": rss_warm, "rss_end": rss(pid),
             "metrics": _pick(metrics), "single": [o.latency_s for o in expected]}
 
@@ -147,13 +148,13 @@ def _pick(metrics: str) -> dict[str, str]:
 def render(args: argparse.Namespace, f: dict[str, Any]) -> str:
     r: LoadReport = f["report"]
     s = r.summary()
-    mib = lambda b: "n/a" if b is None else f"{b / 2**20:.0f} MiB"  # noqa: E731
+    mib = lambda b: "n/a" if b is None else f"{b / 2**20:.0f} MiB"
     single = sorted(f["single"])
     lines = [
         "# `outpace serve` load test",
         "",
-        f"Run {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC by `benchmarks/serve/load_test.py` "
-        f"on {platform.machine()} with {os.cpu_count()} CPU cores, Python {platform.python_version()}.",
+        (f"Run {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC by `benchmarks/serve/load_test.py` "
+         f"on {platform.machine()} with {os.cpu_count()} CPU cores, Python {platform.python_version()}."),
         *([args.note] if args.note else []),
         "",
         "| setting | value |",

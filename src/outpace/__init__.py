@@ -23,7 +23,7 @@ _LAZY = {
     "build": "outpace.engine",
 }
 
-__all__ = ["OutpaceError", *_LAZY]
+__all__ = ["OutpaceError", *_LAZY]  # noqa: PLE0604 (the lazy names are strings)
 
 
 def __getattr__(name: str) -> Any:

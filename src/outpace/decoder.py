@@ -34,7 +34,7 @@ class GenerationConfig:
     tree nodes for tree drafters)."""
 
     max_new_tokens: int = 128
-    sampling: SamplingConfig = SamplingConfig()
+    sampling: SamplingConfig = field(default_factory=SamplingConfig)
     stop: tuple[str, ...] = ()
     draft_length: int = 4
     ignore_eos: bool = False

@@ -208,8 +208,8 @@ def peer_section(comparisons: Sequence[PeerComparison], tasks: Sequence[str]) ->
               *(f"Overall vs `{c.peer}`" for c in others)]
     body = [[f"`{m}`", *(fmt_spread(first.task_speedups[m][t]) for t in tasks), fmt_spread(s),
              *(fmt_spread(c.overall.get(m)) for c in others)] for m, s in first.overall.items()]
-    out += ["", f"Speedup of each outpace method over the peer (tokens/s as in the table above, on the turns "
-            f"both ran); per task against `{first.peer}`.", "", _table(header, body, "r")]
+    out += ["", (f"Speedup of each outpace method over the peer (tokens/s as in the table above, on the turns "
+                 f"both ran); per task against `{first.peer}`."), "", _table(header, body, "r")]
     return out
 
 

@@ -129,7 +129,7 @@ class Api:
                 parts.append(chunk.text)
                 tokens += len(chunk.tokens)
                 last = chunk if chunk.stats is not None else last
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 (every failure becomes an OpenAI-shaped error; the server keeps serving)
             raise as_api_error(exc) from None
         if last is None or last.stats is None:
             raise internal_error()
@@ -153,7 +153,7 @@ class Api:
                     if include_usage:
                         yield sse(fmt.usage(usage(plan, tokens, chunk.stats)).model_dump_json())
             yield sse("[DONE]")
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 (mid-stream failures become an error event, not a dropped connection)
             err = as_api_error(exc)
             self.metrics.count_error(err.type, err.code)
             yield sse(err.body().model_dump_json())

@@ -151,7 +151,7 @@ async def _one(client: Any, out: Outcome, body: dict[str, Any]) -> Outcome:
                 if data == "[DONE]":
                     break
                 _take_event(json.loads(data), out, parts, start)
-    except Exception as err:  # a load test reports failures, it does not stop at the first
+    except Exception as err:  # noqa: BLE001 (a load test reports failures, it does not stop at the first)
         out.error = f"{type(err).__name__}: {err}"
     finally:
         out.latency_s = time.perf_counter() - start
