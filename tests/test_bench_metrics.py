@@ -3,6 +3,8 @@ cost-profile interpolation and projection."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from outpace.bench.costs import CostProfile, interpolate
@@ -183,3 +185,32 @@ def test_peer_comparison_says_plainly_when_slower() -> None:
     text = "\n".join(peer_section(peer_comparisons(config, recs), ["qa"]))
     assert "`ar`, 0.80x (slower than `llama-cpp-ar`)" in text
     assert peer_comparisons(RunConfig(target="t", methods=("ar", "m")), [rec("ar"), rec("m")]) == []
+
+
+def test_cpu_steal_from_proc_stat_readings(tmp_path) -> None:
+    from outpace.bench.machine import cpu_times, steal_share
+
+    stat = tmp_path / "stat"
+    stat.write_text("cpu  100 0 20 500 5 0 0 75 0 0\ncpu0 50 0 10 250 2 0 0 37 0 0\n")
+    assert cpu_times(str(stat)) == (75, 700)
+    assert cpu_times(str(tmp_path / "missing")) is None
+    stat.write_text("intr 1 2 3\n")
+    assert cpu_times(str(stat)) is None
+    assert steal_share((75, 700), (375, 1700)) == pytest.approx(0.3)  # 300 of 1000 ticks stolen
+    assert steal_share(None, (1, 2)) is None
+    assert steal_share((75, 700), (75, 700)) is None  # no time passed
+
+
+def test_records_carry_cpu_steal_and_older_records_load_without_it() -> None:
+    from outpace.bench.metrics import cpu_steal
+    from outpace.bench.report import MethodRow, time_table
+
+    recs = [dataclasses.replace(rec("m", str(i)), cpu_steal=s) for i, s in enumerate([0.1, 0.5, 0.2])]
+    assert TurnRecord.from_json(recs[1].to_json()).cpu_steal == 0.5
+    old = {k: v for k, v in rec("m").to_json().items() if k != "cpu_steal"}
+    assert TurnRecord.from_json(old).cpu_steal is None
+    s = cpu_steal([*recs, rec("m", "9")])
+    assert (s.median, s.hi, s.n) == (pytest.approx(0.2), pytest.approx(0.5), 3)
+    row = MethodRow("m", 3, 12, {}, None, None, None, None, None, None, None, 3.0, steal=s)
+    assert "CPU steal: median (max)" in time_table([row]) and "| 20% (50%) |" in time_table([row])
+    assert "CPU steal" not in time_table([dataclasses.replace(row, steal=None)])

@@ -12,7 +12,7 @@ from typing import Any
 
 from outpace.hardware import cpu_flags, cpu_model
 
-__all__ = ["cpu_flags", "cpu_model", "git_commit", "machine", "now", "versions"]
+__all__ = ["cpu_flags", "cpu_model", "cpu_times", "git_commit", "machine", "now", "steal_share", "versions"]
 
 LIBRARIES = ("torch", "transformers", "llama-cpp-python", "outpace", "numpy")
 
@@ -57,6 +57,31 @@ def machine() -> dict[str, Any]:
     if "torch" in sys.modules:
         info["torch_threads"] = sys.modules["torch"].get_num_threads()
     return info
+
+
+CpuTimes = tuple[int, int]  # (steal, total) clock ticks of all CPUs since boot
+
+
+def cpu_times(stat: str = "/proc/stat") -> CpuTimes | None:
+    """Steal and total CPU time from the first line of /proc/stat; None where it is unavailable
+    (not Linux). Steal is time the hypervisor gave to other guests while this VM wanted to run:
+    on a shared VM it slows every method and makes timings noisy."""
+    try:
+        with open(stat, encoding="ascii") as f:
+            head = f.readline().split()
+    except OSError:
+        return None
+    if len(head) < 9 or head[0] != "cpu":
+        return None
+    ticks = [int(x) for x in head[1:9]]  # user nice system idle iowait irq softirq steal (guest is in user)
+    return ticks[7], sum(ticks)
+
+
+def steal_share(before: CpuTimes | None, after: CpuTimes | None) -> float | None:
+    """The share of the machine's CPU time stolen between two `cpu_times` readings."""
+    if before is None or after is None or after[1] <= before[1]:
+        return None
+    return (after[0] - before[0]) / (after[1] - before[1])
 
 
 def now() -> str:

@@ -183,6 +183,11 @@ def state_bytes(records: Iterable[TurnRecord]) -> Spread | None:
     return spread([float(r.drafter_state_bytes) for r in records if r.drafter_state_bytes is not None])
 
 
+def cpu_steal(records: Iterable[TurnRecord]) -> Spread | None:
+    """Spread over turns of the CPU share the hypervisor took (None when not recorded)."""
+    return spread([r.cpu_steal for r in records if r.cpu_steal is not None])
+
+
 def projected_speedup(records: Iterable[TurnRecord], profile: CostProfile, draft_is_model: bool) -> float | None:
     """Speedup over autoregressive decoding if each step cost what `profile` says.
 

@@ -71,6 +71,7 @@ class TurnRecord(Generation):
     repeat: int
     prompt_tokens: int
     new_tokens: int
+    cpu_steal: float | None = None  # share of the CPU the hypervisor took during the turn (Linux)
 
     def __post_init__(self) -> None:
         if self.turn < 1 or self.repeat < 0 or self.new_tokens < 0 or self.wall_s < 0:

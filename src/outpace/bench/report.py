@@ -53,6 +53,7 @@ class MethodRow:
     draft_ms: float | None = None  # per step, median over turns
     verify_ms: float | None = None
     state: Spread | None = None  # drafter state bytes after each turn
+    steal: Spread | None = None  # CPU share stolen by the hypervisor during each turn
 
 
 def summarize(config: RunConfig, recs: Sequence[TurnRecord], profile: CostProfile | None) -> tuple[list[MethodRow], list[str], str]:
@@ -77,6 +78,7 @@ def summarize(config: RunConfig, recs: Sequence[TurnRecord], profile: CostProfil
             metrics.spread(list(metrics.speeds_by_repeat(mine).values())), metrics.tau(mine), ref, exact,
             projected, metrics.time_split(mine), sum(r.wall_s for r in mine),
             metrics.ms_per_step(mine, "draft_s"), metrics.ms_per_step(mine, "verify_s"), metrics.state_bytes(mine),
+            metrics.cpu_steal(mine),
         ))
     return rows, tasks, baseline
 
@@ -173,22 +175,30 @@ def fmt_state(s: Spread | None) -> str:
     return "—" if s is None else f"{fmt_bytes(s.median)} ({fmt_bytes(s.hi)})"
 
 
+def fmt_steal(s: Spread | None) -> str:
+    """CPU steal over a method's turns: median (max) percent."""
+    return "—" if s is None else f"{100 * s.median:.0f}% ({100 * s.hi:.0f}%)"
+
+
 def time_table(rows: Sequence[MethodRow]) -> str:
-    """Share of wall time per phase, cost per step and drafter memory, per method (outpace
-    methods; peers report only wall time)."""
+    """Share of wall time per phase, cost per step, drafter memory and CPU steal, per method
+    (outpace methods; peers report only wall time and steal)."""
+    with_steal = any(r.steal is not None for r in rows)
     body = []
     for r in rows:
         per_step = [f"{ms:.1f}" if ms is not None else "—" for ms in (r.draft_ms, r.verify_ms)]
+        tail = [fmt_state(r.state), *([fmt_steal(r.steal)] if with_steal else [])]
         if r.split is None:
             body.append([f"`{r.method}`", str(r.turns), str(r.new_tokens), *["—"] * 5, f"{r.wall_s:.1f}",
-                         *per_step, fmt_state(r.state)])
+                         *per_step, *tail])
             continue
         sh = r.split.shares()
         body.append([f"`{r.method}`", str(r.turns), str(r.new_tokens),
                      *(f"{100 * sh[p]:.1f}%" for p in ("prefill", "draft", "verify", "other", "untracked")),
-                     f"{r.split.wall:.1f}", *per_step, fmt_state(r.state)])
+                     f"{r.split.wall:.1f}", *per_step, *tail])
     return _table(["Method", "Turns", "New tokens", "Prefill", "Draft", "Verify", "Other", "Untracked", "Wall s",
-                   "Draft ms/step", "Verify ms/step", "Drafter state: median (max)"], body, "r")
+                   "Draft ms/step", "Verify ms/step", "Drafter state: median (max)",
+                   *(["CPU steal: median (max)"] if with_steal else [])], body, "r")
 
 
 def peer_section(comparisons: Sequence[PeerComparison], tasks: Sequence[str]) -> list[str]:
@@ -284,7 +294,11 @@ def render(config: RunConfig, recs: Sequence[TurnRecord], sessions: Sequence[Map
     out += ["", "## Where the time goes", "", time_table(rows) if rows else "No records yet.", "",
             ("Draft and verify ms/step: medians over turns of each turn's mean. Drafter state: the memory of a "
              "model-free drafter's own tables after each turn (n-gram indexes, matrices, datastores; model "
-             "weights and KV caches are not counted), median and max over turns."), ""]
+             "weights and KV caches are not counted), median and max over turns."
+             + (" CPU steal: the share of the machine's CPU time that the hypervisor gave to other guests "
+                "during each turn (/proc/stat), median and max over the turns that recorded it; on a shared "
+                "VM it slows every method and is the main source of timing noise, so compare methods "
+                "measured under similar steal." if any(r.steal is not None for r in rows) else "")), ""]
     out += _sessions_section(sessions)
     if plot_files:
         out += ["", "## Plots", ""] + [f"![{Path(p).stem}]({p})" for p in plot_files]

@@ -67,12 +67,12 @@ def prompt_ids(encoder: Any, q: Question, turn: int, answers: dict[int, str]) ->
     return list(encoder.encode(messages_for(q, turn, answers)))
 
 
-def make_record(unit: Unit, turn: int, prompt_len: int, g: Generation) -> TurnRecord:
+def make_record(unit: Unit, turn: int, prompt_len: int, g: Generation, cpu_steal: float | None = None) -> TurnRecord:
     q = unit.question
     return TurnRecord(
         **{f.name: getattr(g, f.name) for f in fields(Generation)},
         method=unit.method, question_id=q.question_id, task=q.task, category=q.category, turn=turn,
-        repeat=unit.repeat, prompt_tokens=prompt_len, new_tokens=len(g.tokens),
+        repeat=unit.repeat, prompt_tokens=prompt_len, new_tokens=len(g.tokens), cpu_steal=cpu_steal,
     )
 
 
@@ -113,10 +113,13 @@ def run_bench(config: RunConfig, out: Path, questions: Sequence[Question], progr
                    for t in range(1, min(unit.turns))}
             for turn in unit.turns:
                 ids = prompt_ids(encoder, unit.question, turn, own)
+                before = machine.cpu_times()
                 g = methods[unit.method].generate(ids, settings)
-                writer.write(make_record(unit, turn, len(ids), g))
+                steal = machine.steal_share(before, machine.cpu_times())
+                writer.write(make_record(unit, turn, len(ids), g, steal))
                 own[turn] = g.text
-                bar.set_postfix_str(f"{unit.method} {len(g.tokens) / g.wall_s if g.wall_s else 0:.1f} tok/s")
+                bar.set_postfix_str(f"{unit.method} {len(g.tokens) / g.wall_s if g.wall_s else 0:.1f} tok/s"
+                                    + (f", CPU steal {100 * steal:.0f}%" if steal is not None else ""))
                 bar.update(1)
     return skipped
 
