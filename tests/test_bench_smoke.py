@@ -186,7 +186,7 @@ def test_lossless_methods_match_their_reference_exactly_in_fp32(run: Path) -> No
 
 def test_report_has_a_row_per_method_and_the_leaderboard_columns(run: Path) -> None:
     text = (run / "report.md").read_text()
-    results = text[text.index("## Results"):text.index("## Methods without results")]
+    results = text[text.index("## Results"):text.index("## Against the peers")]
     table = [line for line in results.splitlines() if line.startswith("|")]
     header = [c.strip() for c in table[0].strip("|").split("|")]
     assert header[:7] == ["Method", *SPEC_BENCH_TASKS]
@@ -205,6 +205,11 @@ def test_report_has_a_row_per_method_and_the_leaderboard_columns(run: Path) -> N
     times = text[text.index("## Where the time goes"):]
     assert "| Draft ms/step | Verify ms/step | Drafter state: median (max) |" in times
     assert "KiB (" in times  # prompt lookup's index
+    assert "CPU steal: median (max)" in times or not Path("/proc/stat").exists()
+    peers = text[text.index("## Against the peers"):text.index("## Methods without results")]
+    assert "Best outpace method against `hf-assisted`: `" in peers  # llama-cpp-ar was skipped
+    assert "| Method | " + " | ".join(SPEC_BENCH_TASKS) + " | Overall vs `hf-assisted` | Overall vs `hf-ar` |" in peers
+    assert "| `ar` |" in peers and "| `hf-ar` |" not in peers  # outpace methods only
     assert "## Where the time goes" in text and "## Machine and versions" in text
     assert "Projected, not measured" in text
 
