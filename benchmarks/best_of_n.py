@@ -53,7 +53,8 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     total = len(chosen) * args.samples * len(methods)
     with tqdm(total=total, unit="gen", desc="best-of-n") as bar:
-        warm = encoder.encode(chosen[0].turns[0])
+        # warm up on a prompt of another task: a kept module must not start a measured prompt early
+        warm = encoder.encode(next(q for q in questions if q.task != args.task).turns[0])
         for m in built.values():  # warm-up, not recorded
             m.generate(warm, Settings(8, args.temperature, seed=args.seed))
         for p, q in enumerate(chosen):
