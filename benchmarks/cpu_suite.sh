@@ -54,3 +54,7 @@ ALL="ar,llama-cpp-ar,draft-model:qwen2.5-coder-0.5b,draft-model:qwen2.5-coder-0.
 outpace bench --target qwen2.5-coder-1.5b --backend llama.cpp --dtype float32 --threads 2 \
   --draft-length 4 --per-task 10 --max-new-tokens 256 --temperature 0 --methods "$ALL" \
   --cost-profile benchmarks/profiles/gpu-like.json --out $R/default-10p-256t
+
+# 12. STAND's best-of-N setting: 4 samples of each of 2 math prompts at T = 1, the n-gram module
+#     kept across the samples of a prompt (stand) against a fresh one (stand:share=never) and ar
+python benchmarks/best_of_n.py --prompts 2 --samples 4 --max-new-tokens 128 --out $R/stand-best-of-n-2p-4s
