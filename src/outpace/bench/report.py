@@ -56,6 +56,12 @@ class MethodRow:
     steal: Spread | None = None  # CPU share stolen by the hypervisor during each turn
 
 
+def task_speedups(mine: Sequence[TurnRecord], base: Sequence[TurnRecord], tasks: Sequence[str]) -> dict[str, Spread | None]:
+    """Speedup of `mine` over `base` within each task, on the turns both ran."""
+    return {t: metrics.spread(metrics.speedups([r for r in mine if r.task == t], [r for r in base if r.task == t]))
+            for t in tasks}
+
+
 def summarize(config: RunConfig, recs: Sequence[TurnRecord], profile: CostProfile | None) -> tuple[list[MethodRow], list[str], str]:
     """Rows for the methods that have records, the tasks present, and the baseline method."""
     by_method = metrics.group(recs, lambda r: r.method)
@@ -66,8 +72,7 @@ def summarize(config: RunConfig, recs: Sequence[TurnRecord], profile: CostProfil
     rows = []
     for m in ran:
         mine = by_method[m]
-        per_task = {t: metrics.spread(metrics.speedups([r for r in mine if r.task == t],
-                                                       [r for r in base if r.task == t])) for t in tasks}
+        per_task = task_speedups(mine, base, tasks)
         ref = reference_of(m)
         exact = metrics.exactness(mine, by_method[ref]) if ref in by_method and config.greedy else None
         projected = None
@@ -105,9 +110,7 @@ def peer_comparisons(config: RunConfig, recs: Sequence[TurnRecord]) -> list[Peer
     out = []
     for peer in (p for p in HEADLINE_PEERS if p in by_method):
         base = by_method[peer]
-        per_task = {m: {t: metrics.spread(metrics.speedups([r for r in by_method[m] if r.task == t],
-                                                           [r for r in base if r.task == t])) for t in tasks}
-                    for m in ours}
+        per_task = {m: task_speedups(by_method[m], base, tasks) for m in ours}
         out.append(PeerComparison(peer, per_task, {m: metrics.spread(metrics.speedups(by_method[m], base))
                                                    for m in ours}))
     return out
