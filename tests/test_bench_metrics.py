@@ -17,6 +17,7 @@ from outpace.bench.metrics import (
     prompt_speeds,
     speedups,
     spread,
+    step_economics,
     tau,
     time_split,
 )
@@ -103,6 +104,33 @@ def test_time_split_shares_and_untracked_time() -> None:
     assert s.untracked == pytest.approx(0.8)
     assert s.shares()["verify"] == pytest.approx(0.5)
     assert time_split([rec()]) is None
+
+
+def test_step_economics_splits_decode_speedup_into_tau_and_step_cost() -> None:
+    # ar: 4 steps of one token, 0.1 s each; m: 2 steps committing 2 tokens each, 0.05 s draft +
+    # 0.1 s verify + 0.01 s other per step -> step cost 1.6 ar steps, tau 2, decode speedup 1.25.
+    ar = [rec("ar", steps=[0, 0, 0, 0], times=(0.5, 0.0, 0.4, 0.0)), rec("ar", qid="2", steps=[0], times=(9, 0, 9, 0))]
+    m = [rec("m", steps=[1, 1], proposed=[2, 2], times=(0.5, 0.1, 0.2, 0.02))]
+    e = step_economics(m, ar)  # ar's second prompt is not in m's records: left out
+    assert (e.tau, e.step_cost, e.decode_speedup) == pytest.approx((2.0, 1.6, 1.25))
+    slow = step_economics([rec("m", steps=[0, 0], proposed=[3, 3], times=(0.5, 0.0, 0.6, 0.0))], ar)
+    assert slow.decode_speedup == pytest.approx(1 / 3)  # nothing accepted at 3 ar steps per step
+    assert step_economics([rec("hf-assisted")], ar) is None  # a peer has no step accounting
+    assert step_economics(m, [rec("ar", qid="9", steps=[0], times=(0, 0, 1, 0))]) is None  # no common turn
+
+
+def test_economics_section_per_task_and_overall() -> None:
+    from outpace.bench.report import economics_section
+
+    recs = [rec("ar", "1", task="qa", steps=[0, 0], times=(0, 0, 0.2, 0)),
+            rec("ar", "2", task="rag", steps=[0, 0], times=(0, 0, 0.2, 0)),
+            rec("m", "1", task="qa", steps=[3], proposed=[3], times=(0, 0, 0.2, 0)),  # 4 tokens for 2 steps' time
+            rec("m", "2", task="rag", steps=[0], proposed=[3], times=(0, 0, 0.2, 0)),  # 1 token for 2
+            rec("llama-cpp-ar", "1", task="qa")]
+    text = "\n".join(economics_section(recs, ["ar", "m", "llama-cpp-ar"], "ar", ["qa", "rag"]))
+    assert "| `m` | 2.00x (4.00 / 2.00) | 0.50x (1.00 / 2.00) | 1.25x (2.50 / 2.00) |" in text
+    assert "`ar` |" not in text and "llama-cpp-ar` |" not in text
+    assert economics_section(recs[:2], ["ar"], "ar", ["qa", "rag"]) == []
 
 
 def test_interpolation_between_below_and_beyond_given_points() -> None:

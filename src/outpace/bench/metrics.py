@@ -208,6 +208,42 @@ def projected_speedup(records: Iterable[TurnRecord], profile: CostProfile, draft
     return committed * profile.ar_ms / time_ms if time_ms > 0 else None
 
 
+@dataclass(frozen=True)
+class StepEconomics:
+    """Why a method decodes as fast as it does: ``tau`` tokens per step against ``step_cost``,
+    what one of its steps costs (draft + verify + other) in baseline tokens' time."""
+
+    tau: float
+    step_cost: float
+
+    @property
+    def decode_speedup(self) -> float:
+        """Decode-phase speedup over the baseline (prefill excluded); > 1 exactly when tau > step_cost."""
+        return self.tau / self.step_cost
+
+
+def step_economics(records: Sequence[TurnRecord], baseline: Sequence[TurnRecord]) -> StepEconomics | None:
+    """Tokens per step and the relative cost of a step, on the turns both ran.
+
+    A step's cost is its draft + verify + other seconds, pooled over steps; it is divided by the
+    baseline's pooled seconds per committed token (one autoregressive step, for ``ar``). The
+    step cost is where the backend's cost curve shows: verifying k tokens costs more than one
+    when a forward is compute-bound. None without step accounting on either side.
+    """
+    mine, base = aligned(records, baseline)
+
+    def seconds_and_steps(rs: Iterable[TurnRecord]) -> tuple[float, int]:
+        timed = [r for r in rs if r.steps and r.draft_s is not None]
+        return (sum(r.draft_s or 0.0 for r in timed) + sum((r.verify_s or 0.0) + (r.other_s or 0.0) for r in timed),
+                sum(r.steps or 0 for r in timed))
+
+    (s_m, n_m), (s_b, n_b) = seconds_and_steps(mine), seconds_and_steps(base)
+    t_m, t_b = tau(mine), tau(base)
+    if not (n_m and n_b and s_m > 0 and s_b > 0) or t_m is None or t_b is None:
+        return None
+    return StepEconomics(t_m, (s_m / n_m) / (s_b / (n_b * t_b)))
+
+
 def group(records: Iterable[TurnRecord], key: Callable[[TurnRecord], str]) -> dict[str, list[TurnRecord]]:
     """Records grouped by `key`, groups in order of first appearance."""
     out: dict[str, list[TurnRecord]] = {}

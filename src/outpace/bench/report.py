@@ -226,6 +226,37 @@ def peer_section(comparisons: Sequence[PeerComparison], tasks: Sequence[str]) ->
     return out
 
 
+def economics_section(recs: Sequence[TurnRecord], methods: Sequence[str], baseline: str,
+                      tasks: Sequence[str]) -> list[str]:
+    """Markdown: each drafting method's decode-phase speedup over `baseline` split into tokens
+    per step and the cost of a step, per task and overall (`metrics.step_economics`)."""
+    by_method = metrics.group(recs, lambda r: r.method)
+    base = by_method.get(baseline, [])
+    body = []
+    for m in methods:
+        if m == baseline or m not in by_method or is_peer(m):
+            continue
+        cells = [metrics.step_economics([r for r in by_method[m] if r.task == t], [r for r in base if r.task == t])
+                 for t in tasks]
+        overall = metrics.step_economics(by_method[m], base)
+        if overall is not None:
+            body.append([f"`{m}`", *(_fmt_economics(c) for c in cells), _fmt_economics(overall)])
+    if not body:
+        return []
+    return ["## Can speculation pay here?", "",
+            (f"Decode-phase speedup over `{baseline}` (prefill left out) = tau / step cost: tau is the tokens a "
+             f"step commits, the step cost what one step (draft + verify + bookkeeping) takes in units of one "
+             f"`{baseline}` step, pooled over the turns both ran. A method gains exactly where its tau exceeds "
+             "its step cost. The step cost is the backend's cost curve at work: where verifying k tokens costs "
+             "about what one costs (a memory-bound forward) it stays near 1 and every accepted token is "
+             "profit; where a forward over several tokens is compute-bound it grows with the tokens verified."),
+            "", _table(["Method", *(TASK_TITLES.get(t, t) for t in tasks), "Overall"], body, "r")]
+
+
+def _fmt_economics(e: metrics.StepEconomics | None) -> str:
+    return "—" if e is None else f"{e.decode_speedup:.2f}x ({e.tau:.2f} / {e.step_cost:.2f})"
+
+
 def _verdict(speedup: float, tolerance: float = 0.05) -> str:
     """Plain words for a speedup; within `tolerance` of 1 is a tie on these noisy machines."""
     if speedup > 1 + tolerance:
@@ -291,6 +322,9 @@ def render(config: RunConfig, recs: Sequence[TurnRecord], sessions: Sequence[Map
     peers = peer_section(peer_comparisons(config, recs), tasks)
     if peers:
         out += [""] + peers
+    economics = economics_section(recs, config.methods, baseline, tasks)
+    if economics:
+        out += [""] + economics
     skipped = skipped_methods(config, recs, sessions)
     if skipped:
         out += ["", "## Methods without results", ""] + [f"- `{m}`: {why}" for m, why in skipped.items()]
