@@ -58,3 +58,9 @@ outpace bench --target qwen2.5-coder-1.5b --backend llama.cpp --dtype float32 --
 # 12. STAND's best-of-N setting: 4 samples of each of 2 math prompts at T = 1, the n-gram module
 #     kept across the samples of a prompt (stand) against a fresh one (stand:share=never) and ar
 python benchmarks/best_of_n.py --prompts 2 --samples 4 --max-new-tokens 128 --out $R/stand-best-of-n-2p-4s
+
+# 13. HumanEval, first 10 problems, every drafter with and without the cost-aware budget, against
+#     plain llama.cpp on the same file (methods in the balanced order; about 40 minutes)
+outpace bench $COMMON --suite humaneval --per-task 10 \
+  --methods "ar,llama-cpp-ar,draft-model:qwen2.5-coder-0.5b,draft-model:qwen2.5-coder-0.5b@adaptive,prompt-lookup,prompt-lookup@adaptive,recycling,aded,stand,rest,rest@adaptive,rasd" \
+  --cost-profile benchmarks/profiles/gpu-like.json --out $R/cpu-humaneval-10p-128t
