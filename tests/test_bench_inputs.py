@@ -4,6 +4,7 @@ machine info; and the run plan (interleaving, resume)."""
 from __future__ import annotations
 
 import json
+from collections import Counter
 
 import pytest
 
@@ -24,7 +25,7 @@ from outpace.bench.questions import (
     spec_bench_path,
     task_order,
 )
-from outpace.bench.run import messages_for, plan
+from outpace.bench.run import balanced_orders, messages_for, plan
 from outpace.errors import OutpaceError
 
 
@@ -139,7 +140,19 @@ def test_run_config_validation_and_differences() -> None:
         RunConfig.from_json({**c.to_json(), "future": 1})
 
 
-def test_plan_interleaves_methods_per_prompt_rotating_and_skips_done_turns() -> None:
+@pytest.mark.parametrize("m", [1, 2, 3, 4, 5, 14])
+def test_balanced_orders_put_every_method_after_every_other_equally_often(m: int) -> None:
+    rows = balanced_orders(m)
+    assert len(rows) == (m if m % 2 == 0 else 2 * m)
+    assert all(sorted(row) == list(range(m)) for row in rows)
+    for pos in range(m):  # every method in every position equally often
+        assert sorted(row[pos] for row in rows) == sorted(list(range(m)) * (len(rows) // m))
+    pairs = Counter((row[i], row[i + 1]) for row in rows for i in range(m - 1))
+    assert set(pairs) == {(a, b) for a in range(m) for b in range(m) if a != b}
+    assert len(set(pairs.values())) <= 1  # each ordered pair equally often
+
+
+def test_plan_interleaves_methods_per_prompt_in_balanced_order_and_skips_done_turns() -> None:
     qs = [Question("1", "writing", "mt_bench", ("a", "b")), Question("2", "qa", "qa", ("c",))]
     c = RunConfig("t", ("ar", "m", "p"), repeats=2)
     units = plan(c, qs, set())
@@ -192,6 +205,14 @@ def test_git_commit_names_the_checkout_and_marks_uncommitted_changes(tmp_path):
     subprocess.run([*git, "add", "f.txt"], check=True)
     subprocess.run([*git, "commit", "-qm", "x"], check=True)
     head = subprocess.run([*git, "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
+    assert git_commit(str(tmp_path)) == head
+    results = tmp_path / "benchmarks" / "results"
+    results.mkdir(parents=True)
+    (results / "records.jsonl").write_text("{}")
+    subprocess.run([*git, "add", "."], check=True)
+    subprocess.run([*git, "commit", "-qm", "y"], check=True)
+    head = subprocess.run([*git, "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
+    (results / "records.jsonl").write_text("{}\n{}")  # a run's own records are data, not code
     assert git_commit(str(tmp_path)) == head
     (tmp_path / "f.txt").write_text("b")
     assert git_commit(str(tmp_path)) == f"{head}-dirty"

@@ -34,12 +34,15 @@ def versions() -> dict[str, str]:
 def git_commit(where: str | None = None) -> str | None:
     """The commit of the git checkout holding `where` (default: this outpace source tree), with
     ``-dirty`` when tracked files have uncommitted changes; None outside a git checkout. A
-    resumable run can span several sessions; this says which code measured each of them."""
+    resumable run can span several sessions; this says which code measured each of them.
+    Committed benchmark results (``benchmarks/results``) are data, not code: a run whose own
+    records are not committed yet is not marked dirty by them."""
     here = where or os.path.dirname(os.path.abspath(__file__))
     try:
         head = subprocess.run(["git", "-C", here, "rev-parse", "--short", "HEAD"],
                               capture_output=True, text=True, timeout=10, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "-C", here, "status", "--porcelain", "--untracked-files=no"],
+        dirty = subprocess.run(["git", "-C", here, "status", "--porcelain", "--untracked-files=no",
+                                "--", ":(top,exclude)benchmarks/results"],
                                capture_output=True, text=True, timeout=10, check=True).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return None

@@ -2,8 +2,11 @@
 
 Order: repeats, then prompts (tasks taking turns, see `outpace.bench.questions.select`), then
 methods, so every method sees each prompt at nearly the same time and machine drift hits all
-alike. The method order rotates by one per prompt, so no method always runs right after the
-same other one. A method runs all turns of a prompt in a row: MT-bench's second turn is
+alike. The method order of each prompt is a row of a Williams design (a balanced Latin square):
+over a cycle of rows every method runs in every position equally often and right after every
+other method equally often. A plain rotation would not do: it keeps each method's predecessor,
+so one method (``ar`` in the default run) would always follow the transformers peers and pay
+the switch between engines. A method runs all turns of a prompt in a row: MT-bench's second turn is
 conditioned on the method's own first answer (messages = user 1, its answer, user 2), as in
 Spec-Bench. Each method generates once before measuring (warm-up, not recorded).
 
@@ -40,15 +43,31 @@ class Unit:
 def plan(config: RunConfig, questions: Sequence[Question], done: set[RecordKey]) -> list[Unit]:
     """The pending work in run order (see the module docstring)."""
     units: list[Unit] = []
-    m = len(config.methods)
+    rows = balanced_orders(len(config.methods))
     for repeat in range(config.repeats):
         for i, q in enumerate(questions):
-            order = config.methods[i % m:] + config.methods[: i % m]
-            for method in order:
+            for method in (config.methods[j] for j in rows[i % len(rows)]):
                 turns = tuple(t for t in range(1, len(q.turns) + 1) if (method, q.question_id, t, repeat) not in done)
                 if turns:
                     units.append(Unit(method, q, repeat, turns))
     return units
+
+
+def balanced_orders(m: int) -> list[list[int]]:
+    """Williams design for m methods: rows of a Latin square in which every ordered pair (a, b),
+    a != b, is adjacent (b right after a) equally often: once over the m rows for even m, twice
+    over 2m rows (each row and its reverse) for odd m. Row 0 is 0, 1, m-1, 2, m-2, ...; row r
+    adds r modulo m (Williams 1949, "Experimental designs balanced for the estimation of
+    residual effects of treatments")."""
+    base, lo, hi = [0], 1, m - 1
+    while lo <= hi:
+        base.append(lo)
+        lo += 1
+        if lo <= hi:
+            base.append(hi)
+            hi -= 1
+    rows = [[(x + r) % m for x in base] for r in range(m)]
+    return rows if m % 2 == 0 else rows + [row[::-1] for row in rows]
 
 
 def messages_for(q: Question, turn: int, answers: dict[int, str]) -> list[dict[str, str]]:
