@@ -234,8 +234,8 @@ def step_economics(records: Sequence[TurnRecord], baseline: Sequence[TurnRecord]
 
     def seconds_and_steps(rs: Iterable[TurnRecord]) -> tuple[float, int]:
         timed = [r for r in rs if r.steps and r.draft_s is not None]
-        return (sum(r.draft_s or 0.0 for r in timed) + sum((r.verify_s or 0.0) + (r.other_s or 0.0) for r in timed),
-                sum(r.steps or 0 for r in timed))
+        seconds = sum((r.draft_s or 0.0) + (r.verify_s or 0.0) + (r.other_s or 0.0) for r in timed)
+        return seconds, sum(r.steps or 0 for r in timed)
 
     (s_m, n_m), (s_b, n_b) = seconds_and_steps(mine), seconds_and_steps(base)
     t_m, t_b = tau(mine), tau(base)
