@@ -64,3 +64,11 @@ python benchmarks/best_of_n.py --prompts 2 --samples 4 --max-new-tokens 128 --ou
 outpace bench $COMMON --suite humaneval --per-task 10 \
   --methods "ar,llama-cpp-ar,draft-model:qwen2.5-coder-0.5b,draft-model:qwen2.5-coder-0.5b@adaptive,prompt-lookup,prompt-lookup@adaptive,recycling,aded,stand,rest,rest@adaptive,rasd" \
   --cost-profile benchmarks/profiles/gpu-like.json --out $R/cpu-humaneval-10p-128t
+
+# 14. Graded budgets (the cost-aware policy conditioned on the n-gram drafters' match length, see
+#     `benchmarks/replay_drafts.py`): the two graded drafters @adaptive and `rest` fixed against
+#     `ar` and plain llama.cpp in one run, 5 prompts per task (35 turns), 256 tokens (about an hour)
+outpace bench --target qwen2.5-coder-1.5b --backend llama.cpp --dtype float32 --threads 2 \
+  --draft-length 4 --per-task 5 --max-new-tokens 256 --temperature 0 \
+  --methods "ar,llama-cpp-ar,prompt-lookup@adaptive,rest@adaptive,rest" \
+  --cost-profile benchmarks/profiles/gpu-like.json --out $R/graded-5p-256t

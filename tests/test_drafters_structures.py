@@ -67,8 +67,11 @@ def test_context_index_finds_earlier_occurrences_most_recent_first():
     index.reset([1, 2, 3, 4, 1, 2, 5, 1, 2])
     assert index.earlier(2) == [6, 2]  # "1 2" was followed at positions 6 and 2
     assert index.continuations(3, 1, 2, 3) == [[5, 1], [3, 4]]  # 3-gram "5 1 2" never recurred
-    rows = index.retrieve(3, 1, 4, 8)
-    assert rows.tolist() == [[5, 1, 2, -1], [3, 4, 1, 2]]  # -1: the context ends
+    assert index.lookup(3, 1, 2, 3) == (2, [[5, 1], [3, 4]])  # ...so the match is 2 tokens long
+    rows, span = index.retrieve(3, 1, 4, 8)
+    assert rows.tolist() == [[5, 1, 2, -1], [3, 4, 1, 2]] and span == 2  # -1: the context ends
+    assert index.lookup(3, 1, 2, 3) == (2, [[5, 1], [3, 4]])
+    assert ContextIndex(3).lookup(3, 1, 2, 3) == (0, [])
 
 
 def test_context_index_syncs_incrementally_and_rebuilds_on_a_new_sequence():
@@ -335,9 +338,11 @@ def test_datastore_retrieval_on_a_hand_made_corpus(tmp_path):
     lo, hi = store.match([2, 3])
     assert hi - lo == 3 and sorted(store.suffixes[lo:hi].tolist()) == [1, 6, 10]
     assert store.longest_match([7, 1, 2, 3], max_n=16, min_n=1) == (3, *store.match([1, 2, 3]))
-    rows = store.retrieve([7, 1, 2, 3], max_n=16, min_n=2, length=3, limit=10)
+    rows, span = store.retrieve([7, 1, 2, 3], max_n=16, min_n=2, length=3, limit=10)
     assert sorted(rows.tolist()) == [[4, -1, 1], [5, -1, 2]]  # continuations stop at documents' ends
-    assert store.retrieve([8, 8], 16, 2, 3, 10).shape == (0, 3)
+    assert span == 3  # "1 2 3" matched
+    rows, span = store.retrieve([8, 8], 16, 2, 3, 10)
+    assert rows.shape == (0, 3) and span == 0
     path = tmp_path / "ds.bin"
     store.save(path)
     loaded = Datastore.load(path)
@@ -356,6 +361,24 @@ def test_rest_trie_counts_continuations():
     drafter.start([1, 2, 3, 4, 1, 2, 3, 4, 1, 2, 3, 5, 1, 2])
     draft = drafter.propose(ctx([1, 2, 3, 4, 1, 2, 3, 4, 1, 2, 3, 5, 1, 2], budget=2))
     assert draft.tokens.tolist() == [3, 4] and draft.parents.tolist() == [-1, 0]
+    # "3 5 1 2" never recurred, "5 1 2" neither: the match behind node 3 is "1 2", then "1 2 3"
+    assert draft.grades is not None and draft.grades.tolist() == [2, 3]
+
+
+def test_prompt_lookup_grades_count_the_match_behind_each_node():
+    from outpace.drafters.ngram import MAX_GRADE, match_grades
+    from outpace.drafters.prompt_lookup import PromptLookupConfig, PromptLookupDrafter
+
+    tokens = [1, 2, 3, 4, 9, 2, 3, 4, 5, 6, 2, 3]
+    chain = PromptLookupDrafter()
+    chain.start(tokens)
+    draft = chain.propose(ctx(tokens, budget=3))  # "6 2 3" never recurred; "2 3" did, twice
+    assert draft.tokens.tolist() == [4, 5, 6] and draft.grades.tolist() == [2, 3, 4]
+    tree = PromptLookupDrafter(PromptLookupConfig(branches=2))
+    tree.start(tokens)
+    draft = tree.propose(ctx(tokens, budget=4))  # two matches of "2 3": 4 5 and 4 9, merged
+    assert draft.parents.tolist() == [-1, 0, 0] and draft.grades.tolist() == [2, 3, 3]
+    assert match_grades(15, torch.tensor([-1, 0, 1])).tolist() == [15, 16, MAX_GRADE]
 
 
 def test_read_corpus_formats(tmp_path):

@@ -74,3 +74,45 @@ def test_draft_model_chain_is_lossless_with_top_p(small_target, small_draft):
 def test_sampled_tree_is_lossless(small_target):
     q_logits = torch.linspace(-1.0, 1.0, V)
     assert pvalue(small_target, SampledTreeDrafter(q_logits), SamplingConfig(temperature=1.0)) > ALPHA
+
+
+class GradedChainDrafter:
+    """Test drafter: a deterministic chain (q None) whose grades depend on the context's last
+    token, so which nodes the adaptive policy verifies changes with what was sampled before."""
+
+    name = "graded-chain"
+    makes_trees = False
+    max_grade = 1
+
+    def start(self, prompt):
+        pass
+
+    def propose(self, ctx: DraftContext) -> Draft:
+        last = ctx.tokens[-1]
+        toks = [(last + 1 + 2 * i) % V for i in range(ctx.budget)]
+        grades = torch.tensor([(last + i) % 2 for i in range(ctx.budget)])
+        return Draft.chain(toks, None, grades)
+
+    def observe(self, draft, result, logits):
+        pass
+
+
+def test_cutting_deterministic_drafts_by_their_grades_is_lossless(small_target):
+    """The cost-aware policy verifies a node of grade 0 (accepted 95% of the time, as far as it
+    knows) and drops grade 1 (5%): the verified part of each draft depends on the sampled past."""
+    from outpace.policies import CostModel, GradeCounts
+
+    sampling = SamplingConfig(temperature=1.0)
+    decoder = Decoder(small_target, None, GradedChainDrafter(), costs=CostModel({1: 1.0, 2: 1.6, 3: 2.2}, decay=1.0))
+    pool = GradeCounts(proposed={0: 1e9, 1: 1e9}, accepted={0: 0.95e9, 1: 0.05e9})
+    counts: Counter = Counter()
+    lengths: Counter = Counter()
+    for seed in range(N):
+        decoder.grade_counts = GradeCounts(dict(pool.proposed), dict(pool.accepted))
+        cfg = GenerationConfig(max_new_tokens=3, draft_length=2, adaptive=True,
+                               sampling=SamplingConfig(1.0, seed=seed))
+        r = decoder.generate(PROMPT, cfg)
+        counts[tuple(r.tokens[:2])] += 1
+        lengths.update(r.stats.proposed_lengths)
+    assert lengths[0] and lengths[1]  # some steps verified a node, others none
+    assert chi_square_pvalue(counts, exact_joint(small_target, sampling), N) > ALPHA

@@ -1,18 +1,28 @@
 """Cost-aware draft length: the arithmetic, and the decoder falling back to plain decoding."""
 
 import pytest
+import torch
 
 from outpace.decoder import Decoder, GenerationConfig
+from outpace.drafters.base import GradesNodes
 from outpace.drafters.draft_model import DraftModelDrafter
 from outpace.errors import OutpaceError
 from outpace.policies import (
     AdaptiveDraftLength,
     CostModel,
+    GradeCounts,
     best_draft_length,
+    best_nodes,
     chain_rates,
     expected_tokens,
     measure_costs,
+    path_rates,
 )
+from outpace.types import Draft
+
+
+def chain(n: int) -> Draft:
+    return Draft.chain(list(range(n)))
 
 
 def test_expected_tokens():
@@ -47,7 +57,7 @@ def test_policy_learns_from_acceptance_and_probes():
     policy = AdaptiveDraftLength(costs, max_k=4, probe_every=4)
     assert policy.budget() == 3  # prior acceptance 0.6: E(3)/cost(3) = 2.18/1.5 is the best
     for _ in range(30):
-        policy.observe(4, [])
+        policy.observe(chain(4), [])
     assert policy.budget() == 0  # nothing is ever accepted: decode plainly...
     assert [policy.budget() for _ in range(4)] == [0, 0, 1, 0]  # ...but probe one token now and then
 
@@ -55,9 +65,9 @@ def test_policy_learns_from_acceptance_and_probes():
 def test_policy_rates_count_each_node_on_the_accepted_path():
     costs = CostModel({1: 1.0, 16: 1.0})
     policy = AdaptiveDraftLength(costs, max_k=4, prior_weight=1e-9, decay=1.0)
-    policy.observe(4, [0, 1])  # chain: the first two tokens accepted
-    policy.observe(4, [0, 2])  # tree: node 0 and its child 2 accepted, sibling 1 not
-    policy.observe(2, [])  # nodes 2 and 3 not proposed: their rates see 2 steps only
+    policy.observe(chain(4), [0, 1])  # chain: the first two tokens accepted
+    policy.observe(Draft(torch.arange(4), torch.tensor([-1, 0, 0, 2])), [0, 2])  # tree: 0, its child 2
+    policy.observe(chain(2), [])  # nodes 2 and 3 not proposed: their rates see 2 steps only
     assert policy.rates() == pytest.approx([2 / 3, 1 / 3, 1 / 2, 0.0], abs=1e-6)
 
 
@@ -128,9 +138,9 @@ def test_a_drafter_that_cannot_pay_even_when_always_right_is_not_started(target)
 
 def test_steps_without_a_draft_keep_the_evidence():
     policy = AdaptiveDraftLength(CostModel({1: 1.0, 2: 1.3}), max_k=2)
-    policy.observe(2, [])
+    policy.observe(chain(2), [])
     before = policy.rates()
-    policy.observe(0, [])
+    policy.observe(Draft.empty(), [])
     assert policy.rates() == before
 
 
@@ -150,3 +160,88 @@ def test_draft_cost_is_unknown_until_the_first_draft_step_then_smoothed() -> Non
     # an expensive drafter makes the policy stop drafting even at perfect acceptance
     costs.observe_draft(1, 10.0)
     assert best_draft_length([1.0] * 4, costs, 4) == 0
+
+
+# ---------------------------------------------------------------------------- graded drafts
+
+
+def graded(tokens: list[int], parents: list[int], grades: list[int], q: torch.Tensor | None = None) -> Draft:
+    return Draft(torch.tensor(tokens), torch.tensor(parents), q, torch.tensor(grades))
+
+
+def test_path_rates_multiply_along_the_path_and_best_nodes_follow_the_costs():
+    parents, cond = [-1, 0, -1, 1], [0.9, 0.9, 0.3, 0.9]
+    assert path_rates(parents, cond) == pytest.approx([0.9, 0.81, 0.3, 0.729])
+    flat = CostModel({1: 1.0, 16: 1.0})
+    assert best_nodes(parents, cond, flat, 3) == [0, 1, 3]  # the three likeliest, as a tree
+    assert best_nodes(parents, cond, flat, 8) == [0, 1, 2, 3]
+    steep = CostModel({1: 1.0, 2: 2.0, 8: 8.0})
+    assert best_nodes(parents, cond, steep, 4) == []
+    cpu = CostModel({1: 1.0, 2: 1.6, 3: 2.2, 5: 2.8})  # the shape measured with llama.cpp here
+    assert best_nodes(parents, cond, cpu, 4) == [0, 1, 3]  # E(3) = 3.44 for 2.5: 1.38 tokens per unit
+    assert best_nodes([-1, 0], [0.3, 1.0], cpu, 4) == []  # a weak first node sinks its child
+
+
+def test_best_nodes_always_keep_a_tree():
+    gen = torch.Generator().manual_seed(0)
+    costs = CostModel({1: 1.0, 2: 1.2, 4: 1.5, 8: 2.5})
+    for _ in range(200):
+        n = int(torch.randint(1, 10, (1,), generator=gen))
+        parents = [int(torch.randint(-1, v, (1,), generator=gen)) if v else -1 for v in range(n)]
+        cond = [float(x) for x in torch.rand(n, generator=gen).round(decimals=1)]  # ties happen
+        keep = best_nodes(parents, cond, costs, 6)
+        assert len(keep) <= 6 and all(parents[v] < 0 or parents[v] in keep for v in keep)
+
+
+def test_grade_counts_forget_beyond_their_memory():
+    counts = GradeCounts(memory=10.0)
+    for _ in range(10):
+        counts.add(3, True)
+    for _ in range(10):
+        counts.add(3, False)
+    assert counts.proposed[3] == 10.0 and counts.accepted[3] < 4.0  # the old successes faded
+    assert counts.rate(3, 1.0, 2.0) == pytest.approx((counts.accepted[3] + 2.0) / 12.0)
+    assert counts.rate(7, 0.5, 2.0) == 0.5  # an unseen grade: the prior
+
+
+def test_graded_policy_verifies_the_grades_that_pay_and_probes_the_rest():
+    costs = CostModel({1: 1.0, 2: 1.6, 3: 2.2, 5: 2.8}, decay=1.0)
+    pooled = GradeCounts()
+    policy = AdaptiveDraftLength(costs, max_k=4, probe_every=4, pooled=pooled)
+    assert policy.budget() == 4  # graded: draft everything, select what pays
+    weak, strong = graded([5, 6, 7, 8], [-1, 0, 1, 2], [1, 2, 3, 4]), graded([5, 6], [-1, 0], [3, 4])
+    assert len(policy.select(weak)) == 4  # every grade is new: tried at the optimistic prior
+    for _ in range(20):
+        policy.observe(weak.subtree([0]), [])  # grade 1 never accepted
+        policy.observe(strong, [0, 1])  # grades 3 and 4 always
+    assert policy.grade_rate(1) < 0.2 and policy.grade_rate(3) > 0.9
+    assert [len(policy.select(weak)) for _ in range(4)] == [0, 0, 0, 1]  # a probe of one node
+    assert policy.select(strong).tokens.tolist() == [5, 6]
+    later = AdaptiveDraftLength(costs, max_k=4, pooled=pooled)  # the next request starts from the pool
+    assert len(later.select(weak)) == 0 and len(later.select(strong)) == 2
+
+
+def test_only_deterministic_graded_drafts_are_cut():
+    policy = AdaptiveDraftLength(CostModel({1: 1.0, 2: 2.0, 8: 8.0}), max_k=4, pooled=GradeCounts())
+    sampled = graded([1, 2], [-1, 0], [0, 0], q=torch.full((2, 4), 0.25))
+    assert policy.select(sampled) is sampled  # cutting a sampled draft by what was drawn is lossy
+    whole = chain(3)
+    assert policy.select(whole) is whole  # no grades: kept whole
+    assert len(policy.select(graded([1, 2], [-1, 0], [0, 0]))) == 0  # costs k forwards: nothing pays
+
+
+@pytest.mark.parametrize("name", ["prompt-lookup", "rest"])
+def test_graded_drafters_stay_lossless_and_pool_their_grades(target, name):
+    from outpace.drafters.prompt_lookup import PromptLookupDrafter
+    from outpace.drafters.rest import ContextRetriever, RestDrafter
+
+    drafter = PromptLookupDrafter() if name == "prompt-lookup" else RestDrafter(ContextRetriever(16))
+    assert isinstance(drafter, GradesNodes)
+    prompt = [1, 2, 3, 4, 5, 1, 2, 3, 4, 5, 1, 2]
+    cfg = GenerationConfig(max_new_tokens=30, draft_length=4, adaptive=True)
+    ar = Decoder(target, None).generate(prompt, GenerationConfig(max_new_tokens=30)).tokens
+    decoder = Decoder(target, None, drafter, costs=CostModel({1: 1.0, 2: 1.3, 5: 1.6}, decay=1.0))
+    for _ in range(2):
+        r = decoder.generate(prompt, cfg)
+        assert r.tokens == ar
+    assert decoder.grade_counts.proposed  # the second request started from the first one's counts

@@ -170,17 +170,18 @@ class Datastore:
                 hi_n = mid - 1
         return best
 
-    def retrieve(self, tail: Sequence[int], max_n: int, min_n: int, length: int, limit: int) -> np.ndarray:
+    def retrieve(self, tail: Sequence[int], max_n: int, min_n: int, length: int, limit: int) -> tuple[np.ndarray, int]:
         """Continuations (`length` tokens, -1 padded at document ends) of the occurrences of the
-        longest matching suffix of `tail`: [k, length] int64, k <= limit. When there are more
-        than `limit` occurrences, an evenly spaced sample of the block (which is sorted by
-        continuation, so the sample keeps every frequent continuation's share)."""
+        longest matching suffix of `tail`: ([k, length] int64 with k <= limit, that suffix's
+        length or 0). When there are more than `limit` occurrences, an evenly spaced sample of
+        the block (which is sorted by continuation, so the sample keeps every frequent
+        continuation's share)."""
         n, lo, hi = self.longest_match(tail, max_n, min_n)
         if n == 0:
-            return np.empty((0, length), dtype=np.int64)
+            return np.empty((0, length), dtype=np.int64), 0
         idx = np.arange(lo, hi) if hi - lo <= limit else np.linspace(lo, hi - 1, limit).astype(np.int64)
         starts = self.suffixes[idx].astype(np.int64) + n
-        return gather_rows(self.tokens, starts, length)
+        return gather_rows(self.tokens, starts, length), n
 
 
 def _aligned(offset: int) -> int:

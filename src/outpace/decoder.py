@@ -15,10 +15,16 @@ from typing import Any, TypeGuard
 import torch
 
 from outpace.backends.base import Backend
-from outpace.drafters.base import ChoosesVerifier, DraftContext, Drafter, ReportsState
+from outpace.drafters.base import (
+    ChoosesVerifier,
+    DraftContext,
+    Drafter,
+    GradesNodes,
+    ReportsState,
+)
 from outpace.errors import OutpaceError
 from outpace.held_cache import HeldCache
-from outpace.policies import AdaptiveDraftLength, CostModel
+from outpace.policies import AdaptiveDraftLength, CostModel, GradeCounts
 from outpace.sampling import SamplingConfig, make_rng
 from outpace.stopping import TextStream
 from outpace.tree import depths, with_root
@@ -26,6 +32,9 @@ from outpace.types import Draft, GenerationStats, StepStats, VerifyResult
 from outpace.verify import verify
 
 Messages = list[dict[str, str]]
+
+#: Per-grade acceptance pooled over a decoder's requests keeps at most this weight per grade.
+GRADE_MEMORY = 256.0
 
 
 @dataclass(frozen=True)
@@ -94,28 +103,15 @@ class Decoder:
             eos_ids = [] if eos is None else [eos]
         self.eos_ids = frozenset(eos_ids)
         self.costs = costs  # shared by all requests, refined by every step
+        self.grade_counts = GradeCounts(memory=GRADE_MEMORY)  # ditto: acceptance per draft grade
         self._held = HeldCache(target)  # the target's cache, reused by the next generation
         self.verifier = drafter.verifier if isinstance(drafter, ChoosesVerifier) else verify
 
     # ------------------------------------------------------------------ text in, text out
 
     def encode(self, prompt: str | Messages, chat: bool | None = None) -> list[int]:
-        """Token ids of a prompt: a list of chat messages or a string (with the chat template
-        when `chat` is True, or None and the tokenizer has one)."""
-        if isinstance(prompt, str):
-            if not prompt.strip():
-                raise OutpaceError("the prompt is empty")
-            has_template = getattr(self.tokenizer, "chat_template", None) is not None
-            if chat or (chat is None and has_template):
-                prompt = [{"role": "user", "content": prompt}]
-            else:
-                return list(self.tokenizer.encode(prompt, add_special_tokens=True))
-        if not prompt or not any(str(m.get("content", "")).strip() for m in prompt):
-            raise OutpaceError("the chat has no message with content")
-        if getattr(self.tokenizer, "chat_template", None) is None:
-            raise OutpaceError(f"{self.target.name}'s tokenizer has no chat template; pass plain text")
-        ids = self.tokenizer.apply_chat_template(prompt, add_generation_prompt=True, tokenize=True)
-        return list(ids["input_ids"] if isinstance(ids, dict) or hasattr(ids, "keys") else ids)
+        """Token ids of a prompt (see `encode_prompt`)."""
+        return encode_prompt(self.tokenizer, prompt, chat, self.target.name)
 
     def stream(
         self,
@@ -183,6 +179,9 @@ class Decoder:
                     budget = min(wanted, cfg.max_new_tokens - produced - 1, target.max_context - len(tokens))
                     if budget > 0:
                         draft = drafter.propose(DraftContext(tokens, budget, cfg.sampling, rng))
+                drafted = len(draft)
+                if policy is not None:
+                    draft = policy.select(draft)
                 t_draft = time.perf_counter()
                 emitted, accepted, logits = self._verify_step(held.cache, tokens[-1], draft, cfg.sampling, rng)
                 t_verify = time.perf_counter()
@@ -197,9 +196,9 @@ class Decoder:
                 step.draft_s, step.verify_s = t_draft - t, t_verify - t_draft
                 step.other_s = time.perf_counter() - t_verify
                 if policy is not None:
-                    policy.observe(len(draft), accepted.accepted)
+                    policy.observe(draft, accepted.accepted)
                     policy.costs.observe_verify(len(draft) + 1, step.verify_s)
-                    policy.costs.observe_draft(len(draft), step.draft_s)
+                    policy.costs.observe_draft(drafted, step.draft_s)
                 stats.add_step(step)
                 stats.new_tokens = produced
                 if reason is not None and isinstance(drafter, ReportsState):
@@ -218,7 +217,8 @@ class Decoder:
             return None
         if self.costs is None:
             raise OutpaceError("adaptive draft length needs a cost model (Decoder(costs=...))")
-        return AdaptiveDraftLength(self.costs, cfg.draft_length)
+        pooled = self.grade_counts if isinstance(self.drafter, GradesNodes) else None
+        return AdaptiveDraftLength(self.costs, cfg.draft_length, pooled=pooled)
 
     def _verify_step(
         self, cache: Any, root: int, draft: Draft, sampling: SamplingConfig, rng: torch.Generator
@@ -256,6 +256,25 @@ class Decoder:
             )
         if any(t < 0 or t >= self.target.vocab_size for t in prompt):
             raise OutpaceError(f"prompt holds token ids outside the vocabulary of {self.target.vocab_size}")
+
+
+def encode_prompt(tokenizer: Any, prompt: str | Messages, chat: bool | None = None, model: str = "the model") -> list[int]:
+    """Token ids of a prompt: a list of chat messages or a string (with the chat template when
+    `chat` is True, or None and the tokenizer has one)."""
+    if isinstance(prompt, str):
+        if not prompt.strip():
+            raise OutpaceError("the prompt is empty")
+        has_template = getattr(tokenizer, "chat_template", None) is not None
+        if chat or (chat is None and has_template):
+            prompt = [{"role": "user", "content": prompt}]
+        else:
+            return list(tokenizer.encode(prompt, add_special_tokens=True))
+    if not prompt or not any(str(m.get("content", "")).strip() for m in prompt):
+        raise OutpaceError("the chat has no message with content")
+    if getattr(tokenizer, "chat_template", None) is None:
+        raise OutpaceError(f"{model}'s tokenizer has no chat template; pass plain text")
+    ids = tokenizer.apply_chat_template(prompt, add_generation_prompt=True, tokenize=True)
+    return list(ids["input_ids"] if isinstance(ids, dict) or hasattr(ids, "keys") else ids)
 
 
 def _depth(draft: Draft) -> int:

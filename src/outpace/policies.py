@@ -10,6 +10,13 @@ holds node by node, as in the tree-budget analysis of Sequoia (Chen et al. 2024)
 verify(m + 1) + draft(m), so the policy picks the m in 0..max that maximises E(m) / cost(m);
 m = 0 is plain autoregressive decoding, chosen whenever speculation cannot pay on this machine
 (on 2 CPU cores a forward of 8 tokens costs several single ones).
+
+Graded drafts. A drafter that grades its nodes (`Draft.grades`, for the n-gram drafters the
+context tokens matched behind a node) lets the policy condition on the drafter's own evidence
+instead of on a node's position only: it learns, per grade, the chance c_g that a node is
+accepted given that its parent is, pooled over the decoder's requests and refined by each one;
+a node's r_v is the product of c along its path, and of the drafted tree the policy verifies the
+m nodes of highest r_v for the m that maximises E(m) / verify(m + 1) (the draft is already made).
 """
 
 from __future__ import annotations
@@ -27,6 +34,7 @@ import torch
 
 from outpace.backends.base import Backend
 from outpace.errors import OutpaceError
+from outpace.types import Draft
 
 
 @dataclass
@@ -100,14 +108,60 @@ def expected_tokens(rates: list[float], m: int) -> float:
     return 1.0 + sum(rates[:m])
 
 
-def best_draft_length(rates: list[float], costs: CostModel, max_k: int) -> int:
-    """The m in 0..max_k with the most expected tokens per second (ties: the smaller m)."""
+def best_prefix(rates: list[float], cost: Callable[[int], float], max_k: int) -> int:
+    """The m in 0..max_k (and <= len(rates)) with the most E(m) / cost(m); ties: the smaller m."""
     best_k, best_rate = 0, -math.inf
-    for k in range(max_k + 1):
-        rate = expected_tokens(rates, k) / (costs.verify(k + 1) + costs.draft(k))
+    for k in range(min(max_k, len(rates)) + 1):
+        rate = expected_tokens(rates, k) / cost(k)
         if rate > best_rate * (1 + 1e-9):
             best_k, best_rate = k, rate
     return best_k
+
+
+def best_draft_length(rates: list[float], costs: CostModel, max_k: int) -> int:
+    """The m in 0..max_k with the most expected tokens per second of drafting and verifying."""
+    return best_prefix(rates, lambda k: costs.verify(k + 1) + costs.draft(k), max_k)
+
+
+def path_rates(parents: Sequence[int], cond: Sequence[float]) -> list[float]:
+    """r_v of each node of a tree (topological order): cond[v], the chance v is accepted given its
+    parent is, times the parent's r (the root's is 1)."""
+    r: list[float] = []
+    for v, p in enumerate(parents):
+        r.append(cond[v] * (r[p] if p >= 0 else 1.0))
+    return r
+
+
+def best_nodes(parents: Sequence[int], cond: Sequence[float], costs: CostModel, max_k: int) -> list[int]:
+    """The nodes of an already drafted tree worth verifying, ascending: the m of highest r_v for
+    the m in 0..max_k with the most E(m) / verify(m + 1). Ties go to the lower index, and with
+    cond <= 1 a child never outranks its parent, so the kept nodes always form a tree."""
+    r = path_rates(parents, cond)
+    order = sorted(range(len(r)), key=lambda v: (-r[v], v))
+    m = best_prefix([r[v] for v in order], lambda k: costs.verify(k + 1), max_k)
+    return sorted(order[:m])
+
+
+@dataclass
+class GradeCounts:
+    """Per grade: the weight of draft nodes verified while their parent was accepted (or sat at
+    the root), and of those accepted. A grade's weight is held at `memory` at most (older
+    evidence scaled down), so counts pooled over many requests follow a changing workload."""
+
+    proposed: dict[int, float] = field(default_factory=dict)
+    accepted: dict[int, float] = field(default_factory=dict)
+    memory: float = math.inf
+
+    def add(self, grade: int, accepted: bool) -> None:
+        p = self.proposed.get(grade, 0.0) + 1.0
+        a = self.accepted.get(grade, 0.0) + float(accepted)
+        if p > self.memory:
+            a, p = a * self.memory / p, self.memory
+        self.proposed[grade], self.accepted[grade] = p, a
+
+    def rate(self, grade: int, prior: float, weight: float) -> float:
+        """(accepted + prior * weight) / (proposed + weight)."""
+        return (self.accepted.get(grade, 0.0) + prior * weight) / (self.proposed.get(grade, 0.0) + weight)
 
 
 @dataclass
@@ -117,7 +171,12 @@ class AdaptiveDraftLength:
     prior), and the cost model, pick each step's budget. After `probe_every` steps at 0 it
     drafts one node once, so a drafter that starts paying off is noticed again; one node is
     the cheapest probe (on 2 cores verifying 5 tokens costs ~3 single ones) and measures the
-    node that decides whether drafting pays at all."""
+    node that decides whether drafting pays at all.
+
+    With `pooled` (the drafter grades its nodes, see the module docstring) the drafter is asked
+    for max_k nodes every step and `select` keeps the ones whose grades pay. A grade's rate is
+    this request's counts with the pooled rate as prior (worth `request_weight` observations);
+    the pooled rate starts at 1 (worth 2), so each new grade is tried before it is judged."""
 
     costs: CostModel
     max_k: int
@@ -125,8 +184,11 @@ class AdaptiveDraftLength:
     prior_weight: float = 2.0
     decay: float = 0.95  # forgetting factor per drafting step: recent drafts count more
     probe_every: int = 16
+    pooled: GradeCounts | None = None  # per-grade counts over the decoder's requests, updated here
+    request_weight: float = 4.0
     proposed: list[float] = field(default_factory=list)
     accepted: list[float] = field(default_factory=list)
+    graded: GradeCounts = field(default_factory=GradeCounts)  # this request's per-grade counts
     _idle: int = 0
 
     def rates(self) -> list[float]:
@@ -138,6 +200,11 @@ class AdaptiveDraftLength:
             out.append((a + self.prior ** (i + 1) * self.prior_weight) / (p + self.prior_weight))
         return out
 
+    def grade_rate(self, grade: int) -> float:
+        """c_g: the chance a node of this grade is accepted given its parent is."""
+        pooled = 1.0 if self.pooled is None else self.pooled.rate(grade, 1.0, 2.0)
+        return self.graded.rate(grade, pooled, self.request_weight)
+
     def hopeless(self) -> bool:
         """True when even a drafter that is always right could not pay for itself at these
         costs (for example a draft model nearly as slow as the target): decode plainly and do
@@ -147,29 +214,61 @@ class AdaptiveDraftLength:
         return best_draft_length([1.0] * self.max_k, self.costs, self.max_k) == 0
 
     def budget(self) -> int:
+        if self.pooled is not None:
+            return self.max_k  # graded drafts: `select` decides what is verified
         k = best_draft_length(self.rates(), self.costs, self.max_k)
-        if k == 0 and not self.hopeless():
-            self._idle += 1
-            if self._idle >= self.probe_every:
-                self._idle = 0
-                return min(1, self.max_k)
+        if k == 0 and not self.hopeless() and self._probe_due():
+            return min(1, self.max_k)
         return k
 
-    def observe(self, proposed: int, accepted_nodes: Sequence[int]) -> None:
-        """A step proposed nodes 0..proposed-1 and `accepted_nodes` (indices) were accepted.
-        Steps without a draft leave the estimates alone (the evidence of the last drafts stays
-        until a probe refreshes it)."""
-        if proposed <= 0:
+    def select(self, draft: Draft) -> Draft:
+        """The nodes of a graded draft worth verifying; without `pooled` (the drafter does not
+        declare grades) or without grades the draft is kept whole. Only deterministic drafts
+        (q None) are cut by their grades: their tokens, and so their grades, are a function of
+        the context, so which nodes are verified does not depend on a random draw and every
+        verified position still yields the target's distribution. Cutting a sampled draft by
+        what was sampled would bias it."""
+        if self.pooled is None or draft.grades is None or draft.q is not None or not len(draft):
+            return draft
+        parents = draft.parents.tolist()
+        cond = [self.grade_rate(g) for g in draft.grades.tolist()]
+        keep = best_nodes(parents, cond, self.costs, self.max_k)
+        if not keep and self._probe_due():
+            r = path_rates(parents, cond)
+            keep = [max(range(len(r)), key=lambda v: (r[v], -v))]  # the likeliest node: a root child
+        return draft.subtree(keep)
+
+    def _probe_due(self) -> bool:
+        """Count a step without drafting; True once every `probe_every` of them."""
+        self._idle += 1
+        if self._idle >= self.probe_every:
+            self._idle = 0
+            return True
+        return False
+
+    def observe(self, draft: Draft, accepted_nodes: Sequence[int]) -> None:
+        """A step verified `draft` and accepted `accepted_nodes` (indices, root to leaf). Steps
+        without a draft leave the estimates alone (the evidence of the last drafts stays until
+        a probe refreshes it)."""
+        n = len(draft)
+        if n <= 0:
             return
         for lst in (self.proposed, self.accepted):
             lst.extend([0.0] * (self.max_k - len(lst)))
             for i in range(self.max_k):
                 lst[i] *= self.decay
-        for i in range(min(proposed, self.max_k)):
+        for i in range(min(n, self.max_k)):
             self.proposed[i] += 1.0
         for v in accepted_nodes:
             if v < self.max_k:
                 self.accepted[v] += 1.0
+        if draft.grades is not None:
+            on_path = set(accepted_nodes)
+            for v, (p, g) in enumerate(zip(draft.parents.tolist(), draft.grades.tolist())):
+                if p < 0 or p in on_path:
+                    for counts in (self.graded, self.pooled):
+                        if counts is not None:
+                            counts.add(g, v in on_path)
 
 
 def time_forwards(

@@ -22,17 +22,25 @@ class Draft:
              drawn from one distribution share one row value. None means the proposal is
              deterministic (n-gram matches, argmax drafts): each node is a point mass, and
              siblings must then be distinct tokens.
+    grades:  [num_nodes] int64 or None. A drafter's own evidence for each node, as a small
+             non-negative class (for the n-gram drafters: how many context tokens match the
+             source behind the node). Nodes of one grade are expected to be accepted, given
+             their parent is, at similar rates; the adaptive policy learns a rate per grade and
+             verifies only the nodes that pay (see `outpace.policies`). None: no evidence.
     """
 
     tokens: torch.Tensor  # [num_nodes]
     parents: torch.Tensor  # [num_nodes]
     q: torch.Tensor | None = None  # [num_nodes, vocab]
+    grades: torch.Tensor | None = None  # [num_nodes]
 
     @staticmethod
-    def chain(tokens: torch.Tensor | list[int], q: torch.Tensor | None = None) -> Draft:
+    def chain(
+        tokens: torch.Tensor | list[int], q: torch.Tensor | None = None, grades: torch.Tensor | None = None
+    ) -> Draft:
         """A chain: node i's parent is node i - 1, node 0 continues the root."""
         tokens = torch.as_tensor(tokens, dtype=torch.long)
-        return Draft(tokens, torch.arange(-1, len(tokens) - 1, dtype=torch.long), q)
+        return Draft(tokens, torch.arange(-1, len(tokens) - 1, dtype=torch.long), q, grades)
 
     @staticmethod
     def empty() -> Draft:
@@ -40,6 +48,19 @@ class Draft:
 
     def __len__(self) -> int:
         return int(self.tokens.shape[0])
+
+    def subtree(self, keep: list[int]) -> Draft:
+        """The draft of the nodes `keep` (ascending, and holding every kept node's parent),
+        renumbered in the same order; q and grades rows follow their nodes."""
+        idx = torch.tensor(keep, dtype=torch.long)  # [m]
+        new_id = torch.full((len(self) + 1,), -1, dtype=torch.long)  # slot 0 stands for the root
+        new_id[idx + 1] = torch.arange(len(keep))
+        parents = new_id[self.parents[idx] + 1]  # [m]
+        if bool((parents[self.parents[idx] >= 0] < 0).any()):
+            raise ValueError(f"subtree {keep} drops the parent of a kept node")
+        q = None if self.q is None else self.q[idx]
+        grades = None if self.grades is None else self.grades[idx]
+        return Draft(self.tokens[idx], parents, q, grades)
 
     @cached_property
     def is_chain(self) -> bool:

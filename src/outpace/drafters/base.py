@@ -65,6 +65,15 @@ class ChoosesVerifier(Protocol):
 
 
 @runtime_checkable
+class GradesNodes(Protocol):
+    """A deterministic drafter (q None) whose drafts carry `Draft.grades`, integers in
+    0..max_grade. With a cost-aware budget the decoder then asks it for the whole budget every
+    step and verifies only the nodes whose grades have been paying (`outpace.policies`)."""
+
+    max_grade: int
+
+
+@runtime_checkable
 class ReportsState(Protocol):
     """A drafter that can say how much memory its own data structures hold (tables, indexes,
     matrices; not model weights or KV caches), so the benchmark can show whether it grows."""

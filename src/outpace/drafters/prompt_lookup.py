@@ -14,7 +14,12 @@ from dataclasses import dataclass
 import torch
 
 from outpace.drafters.base import DraftContext
-from outpace.drafters.ngram import ContextIndex, find_continuations
+from outpace.drafters.ngram import (
+    MAX_GRADE,
+    ContextIndex,
+    find_continuations,
+    match_grades,
+)
 from outpace.errors import OutpaceError
 from outpace.tree import build_trie
 from outpace.types import Draft, VerifyResult
@@ -41,6 +46,7 @@ class PromptLookupDrafter:
     """Model-free n-gram drafter over the context itself. Deterministic: q is None."""
 
     name = "prompt-lookup"
+    max_grade = MAX_GRADE  # drafts carry grades (see `GradesNodes`)
 
     def __init__(self, config: PromptLookupConfig = PromptLookupConfig()) -> None:
         self.config = config
@@ -59,11 +65,13 @@ class PromptLookupDrafter:
         cfg = self.config
         per_branch = ctx.budget if cfg.branches == 1 else max(1, ctx.budget // cfg.branches)
         self.index.sync(ctx.tokens)
-        conts = self.index.continuations(cfg.max_ngram, cfg.min_ngram, per_branch, cfg.branches)
+        span, conts = self.index.lookup(cfg.max_ngram, cfg.min_ngram, per_branch, cfg.branches)
         if len(conts) <= 1:
-            return Draft.chain(conts[0] if conts else [])
+            chain = Draft.chain(conts[0] if conts else [])
+            return Draft.chain(chain.tokens, None, match_grades(span, chain.parents))
         tokens, parents = build_trie(conts)
-        return Draft(torch.tensor(tokens), torch.tensor(parents))
+        tree_parents = torch.tensor(parents)
+        return Draft(torch.tensor(tokens), tree_parents, None, match_grades(span, tree_parents))
 
     def observe(self, draft: Draft, result: VerifyResult, target_logits: torch.Tensor) -> None:
         pass

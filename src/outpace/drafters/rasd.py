@@ -203,7 +203,7 @@ class RasdDrafter:
         assert self._tap.root is not None
         shaping = SamplingConfig(temperature=1.0) if ctx.sampling.greedy else ctx.sampling
         q0 = probs(self._tap.root, shaping).double().numpy()  # [vocab]
-        trie = prefix_trie(self.retriever.retrieve(ctx.tokens, cfg.retrieval))
+        trie = prefix_trie(self.retriever.retrieve(ctx.tokens, cfg.retrieval)[0])
         score = prune_scores(trie, q0, cfg.top_k)
         kept = select_top(trie, score, min(ctx.budget - k, int(np.isfinite(score).sum())))
         tree = fuse(chain.tokens.tolist(), kept)

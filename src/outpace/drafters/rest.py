@@ -22,7 +22,7 @@ import torch
 
 from outpace.datastore import Datastore
 from outpace.drafters.base import DraftContext
-from outpace.drafters.ngram import ContextIndex
+from outpace.drafters.ngram import MAX_GRADE, ContextIndex, match_grades
 from outpace.drafters.trie import prefix_trie, select_top, trie_draft
 from outpace.errors import OutpaceError
 from outpace.types import Draft, VerifyResult
@@ -49,8 +49,9 @@ class Retriever(Protocol):
 
     def start(self, prompt: Sequence[int]) -> None: ...
 
-    def retrieve(self, tokens: Sequence[int], cfg: RestConfig) -> np.ndarray:
-        """[k, cfg.length] int64 continuations, -1 padded where they end."""
+    def retrieve(self, tokens: Sequence[int], cfg: RestConfig) -> tuple[np.ndarray, int]:
+        """([k, cfg.length] int64 continuations, -1 padded where they end; the length of the
+        context suffix they continue, 0 when nothing matched)."""
         ...
 
     def nbytes(self) -> int:
@@ -72,7 +73,7 @@ class DatastoreRetriever:
     def nbytes(self) -> int:
         return int(self.store.tokens.nbytes + self.store.suffixes.nbytes)
 
-    def retrieve(self, tokens: Sequence[int], cfg: RestConfig) -> np.ndarray:
+    def retrieve(self, tokens: Sequence[int], cfg: RestConfig) -> tuple[np.ndarray, int]:
         tail = [int(t) for t in tokens[-cfg.max_span :]]
         return self.store.retrieve(tail, cfg.max_span, cfg.min_span, cfg.length, cfg.limit)
 
@@ -91,15 +92,17 @@ class ContextRetriever:
     def nbytes(self) -> int:
         return self.index.nbytes()
 
-    def retrieve(self, tokens: Sequence[int], cfg: RestConfig) -> np.ndarray:
+    def retrieve(self, tokens: Sequence[int], cfg: RestConfig) -> tuple[np.ndarray, int]:
         self.index.sync(tokens)
         return self.index.retrieve(min(cfg.max_span, self.index.max_n), cfg.min_span, cfg.length, cfg.limit)
 
 
-def retrieval_trie(rows: np.ndarray, budget: int) -> Draft:
-    """REST's draft: the `budget` most frequent prefixes of the retrieved rows, as a tree."""
+def retrieval_trie(rows: np.ndarray, budget: int, span: int) -> Draft:
+    """REST's draft: the `budget` most frequent prefixes of the retrieved rows, as a tree, graded
+    by the match behind each node (`match_grades`; rows continue a suffix of `span` tokens)."""
     trie = prefix_trie(rows)
-    return trie_draft(select_top(trie, trie.weight, budget))
+    draft = trie_draft(select_top(trie, trie.weight, budget))
+    return Draft(draft.tokens, draft.parents, None, match_grades(span, draft.parents))
 
 
 class RestDrafter:
@@ -107,6 +110,7 @@ class RestDrafter:
 
     name = "rest"
     makes_trees = True
+    max_grade = MAX_GRADE  # drafts carry grades (see `GradesNodes`)
 
     def __init__(self, retriever: Retriever, config: RestConfig = RestConfig()) -> None:
         self.retriever, self.config = retriever, config
@@ -120,8 +124,8 @@ class RestDrafter:
     def propose(self, ctx: DraftContext) -> Draft:
         if ctx.budget <= 0:
             return Draft.empty()
-        rows = self.retriever.retrieve(ctx.tokens, self.config)  # [k, length]
-        return retrieval_trie(rows, ctx.budget) if rows.shape[0] else Draft.empty()
+        rows, span = self.retriever.retrieve(ctx.tokens, self.config)  # rows: [k, length]
+        return retrieval_trie(rows, ctx.budget, span) if rows.shape[0] else Draft.empty()
 
     def observe(self, draft: Draft, result: VerifyResult, target_logits: torch.Tensor) -> None:
         pass
