@@ -72,3 +72,8 @@ outpace bench --target qwen2.5-coder-1.5b --backend llama.cpp --dtype float32 --
   --draft-length 4 --per-task 5 --max-new-tokens 256 --temperature 0 \
   --methods "ar,llama-cpp-ar,prompt-lookup@adaptive,rest@adaptive,rest" \
   --cost-profile benchmarks/profiles/gpu-like.json --out $R/graded-5p-256t
+
+# 15. ... and on HumanEval's first 10 problems, 128 tokens (about 10 minutes)
+outpace bench $COMMON --suite humaneval --per-task 10 \
+  --methods "ar,llama-cpp-ar,prompt-lookup@adaptive,rest@adaptive" \
+  --cost-profile benchmarks/profiles/gpu-like.json --out $R/graded-humaneval-10p-128t

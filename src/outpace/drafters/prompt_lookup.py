@@ -21,7 +21,7 @@ from outpace.drafters.ngram import (
     match_grades,
 )
 from outpace.errors import OutpaceError
-from outpace.tree import build_trie
+from outpace.tree import build_trie, chain_parents
 from outpace.types import Draft, VerifyResult
 
 __all__ = ["PromptLookupConfig", "PromptLookupDrafter", "find_continuations"]
@@ -67,8 +67,8 @@ class PromptLookupDrafter:
         self.index.sync(ctx.tokens)
         span, conts = self.index.lookup(cfg.max_ngram, cfg.min_ngram, per_branch, cfg.branches)
         if len(conts) <= 1:
-            chain = Draft.chain(conts[0] if conts else [])
-            return Draft.chain(chain.tokens, None, match_grades(span, chain.parents))
+            tokens = conts[0] if conts else []
+            return Draft.chain(tokens, None, match_grades(span, chain_parents(len(tokens))))
         tokens, parents = build_trie(conts)
         tree_parents = torch.tensor(parents)
         return Draft(torch.tensor(tokens), tree_parents, None, match_grades(span, tree_parents))
