@@ -77,3 +77,10 @@ outpace bench --target qwen2.5-coder-1.5b --backend llama.cpp --dtype float32 --
 outpace bench $COMMON --suite humaneval --per-task 10 \
   --methods "ar,llama-cpp-ar,prompt-lookup@adaptive,rest@adaptive" \
   --cost-profile benchmarks/profiles/gpu-like.json --out $R/graded-humaneval-10p-128t
+
+# 16. The three Spec-Bench tasks where step 14's graded methods lost to plain llama.cpp
+#     (translation, QA, RAG: the same 15 prompts, benchmarks/questions/), measured again
+outpace bench --target qwen2.5-coder-1.5b --backend llama.cpp --dtype float32 --threads 2 \
+  --draft-length 4 --max-new-tokens 256 --temperature 0 \
+  --questions benchmarks/questions/spec-bench-short-tasks-15.jsonl \
+  --methods "ar,llama-cpp-ar,prompt-lookup@adaptive,rest@adaptive" --out $R/graded-short-tasks-15p-256t
