@@ -193,6 +193,17 @@ def test_best_nodes_always_keep_a_tree():
         assert len(keep) <= 6 and all(parents[v] < 0 or parents[v] in keep for v in keep)
 
 
+def test_subtree_renumbers_nodes_and_keeps_their_rows():
+    q = torch.eye(4)  # [num_nodes, vocab]: row i marks node i
+    draft = graded([5, 6, 7, 8], [-1, -1, 0, 2], [1, 2, 3, 4], q=q)
+    sub = draft.subtree([0, 2, 3])
+    assert sub.tokens.tolist() == [5, 7, 8] and sub.parents.tolist() == [-1, 0, 1]
+    assert sub.grades.tolist() == [1, 3, 4] and torch.equal(sub.q, q[[0, 2, 3]])
+    assert len(draft.subtree([])) == 0
+    with pytest.raises(ValueError, match="drops the parent"):
+        draft.subtree([0, 3])  # node 3's parent is node 2
+
+
 def test_grade_counts_forget_beyond_their_memory():
     counts = GradeCounts(memory=10.0)
     for _ in range(10):
