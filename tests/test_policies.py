@@ -221,7 +221,12 @@ def test_graded_policy_verifies_the_grades_that_pay_and_probes_the_rest():
     policy = AdaptiveDraftLength(costs, max_k=4, probe_every=4, pooled=pooled)
     assert policy.budget() == 4  # graded: draft everything, select what pays
     weak, strong = graded([5, 6, 7, 8], [-1, 0, 1, 2], [1, 2, 3, 4]), graded([5, 6], [-1, 0], [3, 4])
-    assert len(policy.select(weak)) == 4  # every grade is new: tried at the optimistic prior
+    # Every grade is new: c_g = (g + 1) / (g + 2), so r = 2/3, 1/2, 2/5, 1/3 down the chain;
+    # E(m) / verify(m + 1) = 1.67/1.6 for one node beats 2.9/2.8 for all four.
+    assert policy.grade_rate(1) == pytest.approx(2 / 3) and policy.grade_rate(16) == pytest.approx(17 / 18)
+    assert policy.select(weak).tokens.tolist() == [5]
+    cheap = AdaptiveDraftLength(CostModel({1: 1.0, 5: 1.2}, decay=1.0), max_k=4, pooled=GradeCounts())
+    assert len(cheap.select(weak)) == 4  # where verifying is nearly free, the whole chain is tried
     for _ in range(20):
         policy.observe(weak.subtree([0]), [])  # grade 1 never accepted
         policy.observe(strong, [0, 1])  # grades 3 and 4 always

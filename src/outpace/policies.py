@@ -17,6 +17,8 @@ instead of on a node's position only: it learns, per grade, the chance c_g that 
 accepted given that its parent is, pooled over the decoder's requests and refined by each one;
 a node's r_v is the product of c along its path, and of the drafted tree the policy verifies the
 m nodes of highest r_v for the m that maximises E(m) / verify(m + 1) (the draft is already made).
+Before any evidence c_g is Laplace's rule of succession, (g + 1) / (g + 2): a node behind g
+matched tokens counts as a source that agreed with the context g times out of g.
 """
 
 from __future__ import annotations
@@ -123,6 +125,12 @@ def best_draft_length(rates: list[float], costs: CostModel, max_k: int) -> int:
     return best_prefix(rates, lambda k: costs.verify(k + 1) + costs.draft(k), max_k)
 
 
+def succession_prior(grade: int) -> float:
+    """c_g before any evidence: Laplace's rule of succession after `grade` agreements out of
+    `grade` (a grade counts the context tokens the source of a node agreed with)."""
+    return (grade + 1) / (grade + 2)
+
+
 def path_rates(parents: Sequence[int], cond: Sequence[float]) -> list[float]:
     """r_v of each node of a tree (topological order): cond[v], the chance v is accepted given its
     parent is, times the parent's r (the root's is 1)."""
@@ -176,7 +184,8 @@ class AdaptiveDraftLength:
     With `pooled` (the drafter grades its nodes, see the module docstring) the drafter is asked
     for max_k nodes every step and `select` keeps the ones whose grades pay. A grade's rate is
     this request's counts with the pooled rate as prior (worth `request_weight` observations);
-    the pooled rate starts at 1 (worth 2), so each new grade is tried before it is judged."""
+    the pooled rate starts at `succession_prior` (worth `prior_weight`): a long match is tried at
+    once, a one-token match only where verifying one more token is cheap, else by a probe."""
 
     costs: CostModel
     max_k: int
@@ -202,7 +211,8 @@ class AdaptiveDraftLength:
 
     def grade_rate(self, grade: int) -> float:
         """c_g: the chance a node of this grade is accepted given its parent is."""
-        pooled = 1.0 if self.pooled is None else self.pooled.rate(grade, 1.0, 2.0)
+        prior = succession_prior(grade)
+        pooled = prior if self.pooled is None else self.pooled.rate(grade, prior, self.prior_weight)
         return self.graded.rate(grade, pooled, self.request_weight)
 
     def hopeless(self) -> bool:

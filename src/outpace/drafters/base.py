@@ -67,8 +67,10 @@ class ChoosesVerifier(Protocol):
 @runtime_checkable
 class GradesNodes(Protocol):
     """A deterministic drafter (q None) whose drafts carry `Draft.grades`, integers in
-    0..max_grade. With a cost-aware budget the decoder then asks it for the whole budget every
-    step and verifies only the nodes whose grades have been paying (`outpace.policies`)."""
+    0..max_grade that count the evidence behind a node (for the n-gram drafters, the context
+    tokens its source agreed with; more is likelier, which the policy's prior assumes). With a
+    cost-aware budget the decoder then asks it for the whole budget every step and verifies
+    only the nodes whose grades have been paying (`outpace.policies`)."""
 
     max_grade: int
 
