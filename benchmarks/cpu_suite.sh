@@ -92,3 +92,11 @@ outpace bench --target qwen2.5-coder-1.5b --backend llama.cpp --dtype float32 --
   --draft-length 4 --max-new-tokens 256 --temperature 0 --repeats 3 \
   --questions benchmarks/questions/spec-bench-short-tasks-15.jsonl \
   --methods "ar,llama-cpp-ar,prompt-lookup@adaptive,rest@adaptive" --out $R/succession-short-tasks-15p-256t-3r
+
+# 18. Step 17 again after the cost model became a level times a shape (a size not run lately no
+#     longer keeps a stale absolute time beside the sizes that were; profiles are medians of 5
+#     over sizes 1-5, 8, 16), three passes (about 35 minutes)
+outpace bench --target qwen2.5-coder-1.5b --backend llama.cpp --dtype float32 --threads 2 \
+  --draft-length 4 --max-new-tokens 256 --temperature 0 --repeats 3 \
+  --questions benchmarks/questions/spec-bench-short-tasks-15.jsonl \
+  --methods "ar,llama-cpp-ar,prompt-lookup@adaptive,rest@adaptive" --out $R/levelshape-short-tasks-15p-256t-3r

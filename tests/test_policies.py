@@ -41,6 +41,26 @@ def test_cost_interpolation_and_extrapolation():
     assert c.verify(10) == pytest.approx(8.5)  # last slope, 1.0 per token
 
 
+def test_live_timings_move_the_level_of_every_size_and_the_shape_of_their_own():
+    c = CostModel({1: 1.0, 2: 1.5, 5: 3.0}, decay=0.5)
+    for _ in range(30):
+        c.observe_verify(1, 2.0)  # a longer context, or a busier machine: one token costs 2
+    assert c.verify(1) == pytest.approx(2.0) and c.verify(5) == pytest.approx(6.0)  # not stale at 3
+    assert c.verify(3) == pytest.approx(4.0)  # interpolated in the shape, then scaled
+    for _ in range(30):
+        c.observe_verify(5, 4.0)  # five tokens turn out to cost two single ones, not three
+        c.observe_verify(1, 2.0)
+    assert c.verify(5) / c.verify(1) == pytest.approx(2.0, rel=1e-3)
+    assert c.verify(2) / c.verify(1) == pytest.approx(1.5)  # sizes not timed keep their shape
+    first = CostModel({1: 1.0, 4: 2.0}, decay=0.8)
+    first.observe_verify(3, 100.0)  # one outlier of a size never timed moves it a fifth of the way
+    assert first.verify(3) == pytest.approx(0.8 * 5 / 3 + 0.2 * 100.0)
+    fixed = CostModel({1: 1.0, 4: 2.0}, decay=1.0)
+    fixed.observe_verify(1, 5.0)
+    fixed.observe_verify(3, 5.0)
+    assert fixed.to_json() == {"verify_s": {"1": 1.0, "3": pytest.approx(5 / 3), "4": 2.0}}
+
+
 def test_flat_costs_favour_long_drafts_steep_costs_favour_none():
     flat = CostModel({1: 1.0, 16: 1.0})
     assert best_draft_length(chain_rates([0.8] * 8), flat, 8) == 8

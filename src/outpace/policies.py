@@ -43,36 +43,40 @@ from outpace.types import Draft
 class CostModel:
     """Seconds per target forward of n tokens, and per drafted token; updated as steps run.
 
-    verify_s: n tokens in one forward (root + draft) -> seconds; values between measured sizes are
-    interpolated linearly, beyond the largest extrapolated by the last slope.
+    verify_s: n tokens in one forward (root + draft) -> seconds, the profile the model starts
+    from; values between sizes are interpolated linearly, beyond the largest extrapolated by the
+    last slope.
+
+    Live timings refine it as a level times a shape: verify(n) = level * rel(n), where level is
+    the current cost of one token, learnt from single-token forwards, and rel(n) (rel(1) = 1)
+    the relative cost of n, learnt from forwards of n against that level. Budgets depend only on
+    relative costs, so a longer context or a busier machine, which slows every size, moves all
+    sizes at once: a size the decoder has not run lately keeps its relative cost instead of its
+    absolute profile time going stale next to the sizes it did run (which made verifying several
+    tokens look cheap at long contexts). The first timing of a size is smoothed like any other.
     """
 
     verify_s: dict[int, float]
     draft_s_per_token: float | None = None  # None: not measured yet (the first draft step sets it)
     decay: float = 0.8  # weight of the old estimate when a new measurement arrives
+    _level: float = field(init=False, repr=False)
+    _rel: dict[int, float] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         if not self.verify_s or any(n < 1 or s <= 0 for n, s in self.verify_s.items()):
             raise OutpaceError("a cost model needs positive timings for forwards of >= 1 token")
+        self._level = _interpolate(self.verify_s, 1)
+        self._rel = {1: 1.0} | {n: s / self._level for n, s in self.verify_s.items() if n > 1}
 
     def verify(self, n: int) -> float:
-        sizes = sorted(self.verify_s)
-        if n in self.verify_s:
-            return self.verify_s[n]
-        lo = max((s for s in sizes if s < n), default=None)
-        hi = min((s for s in sizes if s > n), default=None)
-        if lo is None:
-            return self.verify_s[sizes[0]]
-        if hi is None:
-            hi, lo = lo, max((s for s in sizes if s < lo), default=lo)
-        if hi == lo:
-            return self.verify_s[lo] * n / lo
-        slope = (self.verify_s[hi] - self.verify_s[lo]) / (hi - lo)
-        return max(self.verify_s[lo] + slope * (n - lo), 1e-9)
+        return self._level * _interpolate(self._rel, n)
 
     def observe_verify(self, n: int, seconds: float) -> None:
-        old = self.verify_s.get(n)
-        self.verify_s[n] = seconds if old is None else self.decay * old + (1 - self.decay) * seconds
+        if n == 1:
+            self._level = self.decay * self._level + (1 - self.decay) * seconds
+        else:
+            old = _interpolate(self._rel, n)
+            self._rel[n] = self.decay * old + (1 - self.decay) * seconds / self._level
 
     def observe_draft(self, tokens: int, seconds: float) -> None:
         if tokens > 0:
@@ -84,7 +88,8 @@ class CostModel:
         return tokens * (self.draft_s_per_token or 0.0)
 
     def to_json(self) -> dict[str, object]:
-        data: dict[str, object] = {"verify_s": {str(k): v for k, v in sorted(self.verify_s.items())}}
+        """The current curve (the profile, refined by what was observed), in `load`'s format."""
+        data: dict[str, object] = {"verify_s": {str(k): self.verify(k) for k in sorted(self._rel)}}
         if self.draft_s_per_token is not None:
             data["draft_s_per_token"] = self.draft_s_per_token
         return data
@@ -98,6 +103,24 @@ class CostModel:
                              None if draft is None else float(draft))
         except (OSError, ValueError, KeyError, TypeError) as err:
             raise OutpaceError(f"cannot read cost profile {path}: {err}") from None
+
+
+def _interpolate(points: dict[int, float], n: int) -> float:
+    """points[n], else linear between the nearest sizes around n, beyond the largest by the last
+    slope, below the smallest its value (positive)."""
+    if n in points:
+        return points[n]
+    sizes = sorted(points)
+    lo = max((s for s in sizes if s < n), default=None)
+    hi = min((s for s in sizes if s > n), default=None)
+    if lo is None:
+        return points[sizes[0]]
+    if hi is None:
+        hi, lo = lo, max((s for s in sizes if s < lo), default=lo)
+    if hi == lo:
+        return points[lo] * n / lo
+    slope = (points[hi] - points[lo]) / (hi - lo)
+    return max(points[lo] + slope * (n - lo), 1e-9)
 
 
 def chain_rates(accept: list[float]) -> list[float]:
@@ -281,6 +304,9 @@ class AdaptiveDraftLength:
                             counts.add(g, v in on_path)
 
 
+PROFILE_VERSION = "v2"  # in the cached profile's name: profiles measured another way are not reused
+
+
 def time_forwards(
     backend: Backend,
     context: int,
@@ -307,17 +333,20 @@ def time_forwards(
 
 
 def measure_costs(
-    backend: Backend, sizes: tuple[int, ...] = (1, 2, 4, 8, 16), context: int = 128, reps: int = 3
+    backend: Backend, sizes: tuple[int, ...] = (1, 2, 3, 4, 5, 8, 16), context: int = 128, reps: int = 5
 ) -> CostModel:
-    """The fastest of `reps` timings of each forward size: the minimum is the estimate least
-    disturbed by other work on the machine; the decoder refines it from every step it runs."""
-    return CostModel(time_forwards(backend, context, sizes, reps, statistic=min))
+    """The median of `reps` timings of each forward size, every size a budget of up to 4 draft
+    tokens can verify measured rather than interpolated: the profile is the shape the decoder
+    starts from (it refines it from every step it runs). A median, not the minimum: the minimum
+    of each size is a different lucky run, which distorts the ratios between sizes (a profile
+    taken that way here had 4 tokens at 1.9x one, where steps measure 2.1-3.2x)."""
+    return CostModel(time_forwards(backend, context, sizes, reps))
 
 
 def cached_costs(backend: Backend, cache_dir: Path, key: str) -> CostModel:
     """measure_costs once per machine and model set-up; later runs read the saved profile
-    (`<cache>/profiles/KEY.json`; delete it, or run `outpace bench profile`, to measure again)."""
-    path = cache_dir / "profiles" / f"{key}.json"
+    (`<cache>/profiles/KEY-v2.json`; delete it to measure again)."""
+    path = cache_dir / "profiles" / f"{key}-{PROFILE_VERSION}.json"
     if path.exists():
         return CostModel.load(path)
     costs = measure_costs(backend)
