@@ -100,3 +100,7 @@ outpace bench --target qwen2.5-coder-1.5b --backend llama.cpp --dtype float32 --
   --draft-length 4 --max-new-tokens 256 --temperature 0 --repeats 3 \
   --questions benchmarks/questions/spec-bench-short-tasks-15.jsonl \
   --methods "ar,llama-cpp-ar,prompt-lookup@adaptive,rest@adaptive" --out $R/levelshape-short-tasks-15p-256t-3r
+
+# 19. Step 15 (HumanEval, first 10 problems, 128 tokens) on the code of step 18 (about 10 minutes)
+outpace bench $COMMON --suite humaneval --per-task 10 \
+  --methods "ar,llama-cpp-ar,prompt-lookup@adaptive,rest@adaptive" --out $R/levelshape-humaneval-10p-128t
