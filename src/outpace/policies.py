@@ -312,10 +312,9 @@ def time_forwards(
     context: int,
     sizes: Sequence[int],
     repeats: int,
-    statistic: Callable[[list[float]], float] = statistics.median,
 ) -> dict[int, float]:
     """Seconds of one forward over k tokens after `context` cached tokens, for each k in sizes:
-    `statistic` of `repeats` runs after one warm-up run (the cache rolled back after each)."""
+    the median of `repeats` runs after one warm-up run (the cache rolled back after each)."""
     ids = [(i * 7919 + 11) % min(backend.vocab_size, 32000) for i in range(context + max(sizes))]
     cache = backend.new_cache()
     backend.forward(cache, torch.tensor(ids[:context]), last_only=True)
@@ -328,7 +327,7 @@ def time_forwards(
             backend.forward(cache, chunk)
             runs.append(time.perf_counter() - t)
             backend.rollback(cache, context)
-        out[k] = statistic(runs[1:])  # the first run is a warm-up
+        out[k] = statistics.median(runs[1:])  # the first run is a warm-up
     return out
 
 
