@@ -104,3 +104,10 @@ outpace bench --target qwen2.5-coder-1.5b --backend llama.cpp --dtype float32 --
 # 19. Step 15 (HumanEval, first 10 problems, 128 tokens) on the code of step 18 (about 10 minutes)
 outpace bench $COMMON --suite humaneval --per-task 10 \
   --methods "ar,llama-cpp-ar,prompt-lookup@adaptive,rest@adaptive" --out $R/levelshape-humaneval-10p-128t
+
+# 20. Step 14 (all six Spec-Bench tasks, 5 prompts each, 256 tokens) on the code of steps 18-19
+#     plus the first token taken from the prefill's last logits row (the first step forwards only
+#     its draft), without the fixed `rest` (about an hour)
+outpace bench --target qwen2.5-coder-1.5b --backend llama.cpp --dtype float32 --threads 2 \
+  --draft-length 4 --per-task 5 --max-new-tokens 256 --temperature 0 \
+  --methods "ar,llama-cpp-ar,prompt-lookup@adaptive,rest@adaptive" --out $R/prefill-head-5p-256t

@@ -88,6 +88,47 @@ def test_oracle_drafters_exercise_accept_and_rollback_paths(target, mode):
         assert stats.acceptance_by_position == [1.0] * 4
 
 
+class RecordingBackend:
+    """The target, with a log of every forward: (number of tokens, parents or None)."""
+
+    def __init__(self, backend) -> None:
+        self.backend, self.log = backend, []
+
+    def __getattr__(self, name):
+        return getattr(self.backend, name)
+
+    def forward(self, cache, tokens, parents=None, **kw):
+        self.log.append((len(tokens), None if parents is None else parents.tolist()))
+        return self.backend.forward(cache, tokens, parents, **kw)
+
+
+@pytest.mark.parametrize("mode", ["plain", "right", "right-tree", "wrong"])
+def test_the_first_step_takes_its_logits_from_the_prefill(target, mode):
+    """The prefill forwards the whole prompt, so the first token needs no forward of its own, as
+    in llama.cpp's generation: the first step forwards only its draft (a tree's roots attached to
+    the cached prompt), or nothing. A repeated prompt recomputes only its last token."""
+    prompt, cfg = PROMPTS[0], GenerationConfig(max_new_tokens=12, draft_length=3)
+    expected = ar_tokens(target, prompt, cfg)
+    drafter = None if mode == "plain" else OracleDrafter(prompt + expected, mode == "wrong", mode == "right-tree")
+    recording = RecordingBackend(target)
+    decoder = Decoder(recording, None, drafter)
+    for cached in (False, True):
+        recording.log.clear()
+        result = decoder.generate(prompt, cfg)
+        assert result.tokens == expected
+        sizes = [n for n, _ in recording.log]
+        assert sizes[0] == (1 if cached else len(prompt))
+        assert result.stats.cached_tokens == (len(prompt) - 1 if cached else 0)
+        if mode == "plain":
+            assert sizes[1:] == [1] * (cfg.max_new_tokens - 1)
+        elif mode == "right-tree":
+            first_parents = recording.log[1][1]
+            assert first_parents.count(-1) > 1 and sizes[1] == len(first_parents)
+        else:
+            assert sizes[1] == 3 and recording.log[1][1] is None  # the draft alone: no root token
+            assert sizes[2] == 4  # later steps: root + draft
+
+
 def test_self_drafting_accepts_everything_in_fp32(target):
     result = Decoder(target, None, DraftModelDrafter(target)).generate(PROMPTS[1], GREEDY)
     assert result.stats.acceptance_by_position == [1.0] * 4

@@ -12,6 +12,7 @@ from outpace.policies import (
     CostModel,
     GradeCounts,
     best_draft_length,
+    best_head_prefix,
     best_nodes,
     chain_rates,
     expected_tokens,
@@ -70,6 +71,25 @@ def test_flat_costs_favour_long_drafts_steep_costs_favour_none():
     mid = CostModel({1: 1.0, 2: 1.1, 3: 1.25, 5: 1.6, 9: 2.6}, draft_s_per_token=0.1)
     k = best_draft_length(chain_rates([0.7] * 8), mid, 8)
     assert 1 <= k < 8
+
+
+def test_the_first_step_after_a_prefill_drafts_only_what_beats_its_free_token():
+    """Its next token comes free from the prefill's logits; m nodes cost a forward of m tokens,
+    worth it when r_0 + ... + r_{m-1} > verify(m) / verify(1)."""
+    cpu = CostModel({1: 1.0, 2: 1.5, 3: 2.0, 5: 3.0})
+    assert best_head_prefix([0.9, 0.8, 0.7], cpu.verify, cpu.verify(1), 3) == 3  # 2.4 tokens for 2.0
+    assert best_head_prefix([0.9, 0.8, 0.7], cpu.verify, cpu.verify(1), 1) == 0  # 0.9 tokens for 1.0
+    assert best_head_prefix([0.6, 0.3], cpu.verify, cpu.verify(1), 2) == 0
+    policy = AdaptiveDraftLength(cpu, max_k=3, probe_every=1)
+    assert policy.budget() == 1 and policy.budget(after_prefill=True) == 0  # prior 0.6: r = 0.6, 0.36, 0.22
+    for _ in range(30):
+        policy.observe(chain(3), [0, 1, 2])
+    assert policy.budget(after_prefill=True) == 3
+    grading = AdaptiveDraftLength(cpu, max_k=3, probe_every=1, pooled=GradeCounts())
+    weak = graded([5, 6], [-1, 0], [1, 2])  # r = 2/3, 1/3: one node pays in a later step, none here
+    assert len(grading.select(weak)) == 1 and len(grading.select(weak, after_prefill=True)) == 0
+    strong = graded([5, 6, 7], [-1, 0, 1], [16, 16, 16])  # r = 0.94, 0.89, 0.84
+    assert len(grading.select(strong, after_prefill=True)) == 3
 
 
 def test_policy_learns_from_acceptance_and_probes():

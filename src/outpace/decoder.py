@@ -1,7 +1,10 @@
 """The decoding loop: prefill, then draft -> one target forward -> verify -> commit, per step.
 
-The loop owns the order of calls and the accounting; drafters, verifiers and backends own the
-rest. With no drafter it is plain autoregressive decoding through the very same forward path,
+The prefill forwards the whole prompt, so the first step verifies its draft against the
+prefill's last logits row and forwards only the draft (nothing, without one), as llama.cpp's
+own generation takes its first token from the prefill; every later step forwards the last
+committed token (the root) with its draft. The loop owns the order of calls and the
+accounting; drafters, verifiers and backends own the rest. With no drafter it is plain autoregressive decoding through the very same forward path,
 which is the reference every speculative run is compared against.
 """
 
@@ -163,7 +166,9 @@ class Decoder:
         try:
             if not cfg.cache_prompt:
                 held.drop()
-            held.hold(tokens[:-1])  # computes only what the last generation did not leave cached
+            # The prompt's last token is forwarded too (even if cached), so the first step takes
+            # its logits from the prefill: it forwards only its draft, or nothing.
+            head: torch.Tensor | None = held.hold(tokens, min_new=1)  # [vocab]
             stats.cached_tokens = held.reused
             if drafter is not None:
                 drafter.start(tokens)
@@ -174,18 +179,20 @@ class Decoder:
                 step = StepStats()
                 t = time.perf_counter()
                 draft = Draft.empty()
+                after_prefill = head is not None
                 if drafter is not None:
-                    wanted = cfg.draft_length if policy is None else policy.budget()
+                    wanted = cfg.draft_length if policy is None else policy.budget(after_prefill)
                     budget = min(wanted, cfg.max_new_tokens - produced - 1, target.max_context - len(tokens))
                     if budget > 0:
                         draft = drafter.propose(DraftContext(tokens, budget, cfg.sampling, rng))
                 drafted = len(draft)
                 if policy is not None:
-                    draft = policy.select(draft)
+                    draft = policy.select(draft, after_prefill)
                 t_draft = time.perf_counter()
-                emitted, accepted, logits = self._verify_step(held.cache, tokens[-1], draft, cfg.sampling, rng)
+                emitted, accepted, logits = self._verify_step(held.cache, tokens[-1], head, draft, cfg.sampling, rng)
                 t_verify = time.perf_counter()
-                held.extended([tokens[-1], *emitted])
+                held.extended(emitted if after_prefill else [tokens[-1], *emitted])
+                head = None
                 if drafter is not None and len(draft):
                     drafter.observe(draft, accepted, logits)
                 emitted, reason = self._finish(emitted, produced, cfg)
@@ -197,7 +204,9 @@ class Decoder:
                 step.other_s = time.perf_counter() - t_verify
                 if policy is not None:
                     policy.observe(draft, accepted.accepted)
-                    policy.costs.observe_verify(len(draft) + 1, step.verify_s)
+                    forwarded = len(draft) + (not after_prefill)
+                    if forwarded:
+                        policy.costs.observe_verify(forwarded, step.verify_s)
                     policy.costs.observe_draft(drafted, step.draft_s)
                 stats.add_step(step)
                 stats.new_tokens = produced
@@ -221,19 +230,35 @@ class Decoder:
         return AdaptiveDraftLength(self.costs, cfg.draft_length, pooled=pooled)
 
     def _verify_step(
-        self, cache: Any, root: int, draft: Draft, sampling: SamplingConfig, rng: torch.Generator
+        self,
+        cache: Any,
+        root: int,
+        head: torch.Tensor | None,  # [vocab] or None
+        draft: Draft,
+        sampling: SamplingConfig,
+        rng: torch.Generator,
     ) -> tuple[list[int], VerifyResult, torch.Tensor]:
-        """One target forward over [root] + draft, verification, and cache compaction."""
+        """One target forward, verification, and cache compaction. The forward runs [root] +
+        draft; or, when `head` holds the root's logits already (the cache holds the root: the
+        first step after a prefill), the draft alone, and no forward at all for an empty draft.
+        Returns the emitted tokens, the verdict and the logits, [len(draft) + 1, vocab]."""
         start = self.target.cache_len(cache)
-        inputs = torch.cat([torch.tensor([root]), draft.tokens])
-        parents = None if draft.is_chain else with_root(draft.parents)
-        logits = self.target.forward(cache, inputs, parents).logits  # [len(draft) + 1, vocab]
-        rows = [0]  # if verification fails, the cache still ends consistent (root only)
+        forward = self.target.forward
+        if head is None:
+            inputs, rows = torch.cat([torch.tensor([root]), draft.tokens]), [0]
+            logits = forward(cache, inputs, None if draft.is_chain else with_root(draft.parents)).logits
+        else:
+            inputs, rows, logits = draft.tokens, [], head[None]
+            if len(draft):  # parent -1: the root, which the cache holds
+                out = forward(cache, inputs, None if draft.is_chain else draft.parents).logits
+                logits = torch.cat([logits, out])
+        shift = len(rows)  # a root row, kept even if verification fails, keeps the cache consistent
         try:
             result = self.verifier(draft, logits, sampling, rng)
-            rows += [i + 1 for i in result.accepted]
+            rows += [i + shift for i in result.accepted]
         finally:
-            self.target.keep(cache, start, rows)
+            if len(inputs):
+                self.target.keep(cache, start, rows)
         return result.emitted(draft), result, logits
 
     def _finish(self, emitted: list[int], produced: int, cfg: GenerationConfig) -> tuple[list[int], str | None]:

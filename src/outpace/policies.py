@@ -19,6 +19,10 @@ a node's r_v is the product of c along its path, and of the drafted tree the pol
 m nodes of highest r_v for the m that maximises E(m) / verify(m + 1) (the draft is already made).
 Before any evidence c_g is Laplace's rule of succession, (g + 1) / (g + 2): a node behind g
 matched tokens counts as a source that agreed with the context g times out of g.
+
+The first step after a prefill is different: the prefill computed the root's logits, so its next
+token is free and m nodes cost a forward of m tokens; it drafts only when the tokens it expects
+to gain beat that forward's cost at the plain rate (`best_head_prefix`).
 """
 
 from __future__ import annotations
@@ -148,6 +152,19 @@ def best_draft_length(rates: list[float], costs: CostModel, max_k: int) -> int:
     return best_prefix(rates, lambda k: costs.verify(k + 1) + costs.draft(k), max_k)
 
 
+def best_head_prefix(rates: list[float], cost: Callable[[int], float], unit: float, max_k: int) -> int:
+    """The m for the first step after a prefill, which has the root's logits already: taking the
+    next token from them is free, and verifying m > 0 nodes costs a forward of m tokens, cost(m),
+    for r_0 + ... + r_{m-1} tokens more. Time is valued at the plain rate, one token per `unit`
+    seconds; the m with the largest gain, tokens minus cost(m) / unit, or 0 if none gains."""
+    best_k, best_gain = 0, 0.0
+    for k in range(1, min(max_k, len(rates)) + 1):
+        gain = sum(rates[:k]) - cost(k) / unit
+        if gain > best_gain + 1e-9:
+            best_k, best_gain = k, gain
+    return best_k
+
+
 def succession_prior(grade: int) -> float:
     """c_g before any evidence: Laplace's rule of succession after `grade` agreements out of
     `grade` (a grade counts the context tokens the source of a node agreed with)."""
@@ -163,13 +180,20 @@ def path_rates(parents: Sequence[int], cond: Sequence[float]) -> list[float]:
     return r
 
 
-def best_nodes(parents: Sequence[int], cond: Sequence[float], costs: CostModel, max_k: int) -> list[int]:
+def best_nodes(
+    parents: Sequence[int], cond: Sequence[float], costs: CostModel, max_k: int, after_prefill: bool = False
+) -> list[int]:
     """The nodes of an already drafted tree worth verifying, ascending: the m of highest r_v for
-    the m in 0..max_k with the most E(m) / verify(m + 1). Ties go to the lower index, and with
-    cond <= 1 a child never outranks its parent, so the kept nodes always form a tree."""
+    the m in 0..max_k with the most E(m) / verify(m + 1) (after a prefill: `best_head_prefix`).
+    Ties go to the lower index, and with cond <= 1 a child never outranks its parent, so the
+    kept nodes always form a tree."""
     r = path_rates(parents, cond)
     order = sorted(range(len(r)), key=lambda v: (-r[v], v))
-    m = best_prefix([r[v] for v in order], lambda k: costs.verify(k + 1), max_k)
+    ranked = [r[v] for v in order]
+    if after_prefill:
+        m = best_head_prefix(ranked, costs.verify, costs.verify(1), max_k)
+    else:
+        m = best_prefix(ranked, lambda k: costs.verify(k + 1), max_k)
     return sorted(order[:m])
 
 
@@ -246,15 +270,20 @@ class AdaptiveDraftLength:
             return False
         return best_draft_length([1.0] * self.max_k, self.costs, self.max_k) == 0
 
-    def budget(self) -> int:
+    def budget(self, after_prefill: bool = False) -> int:
+        """Draft nodes to ask for. `after_prefill`: the step has the root's logits already (see
+        `best_head_prefix`); it never probes."""
         if self.pooled is not None:
             return self.max_k  # graded drafts: `select` decides what is verified
+        if after_prefill:
+            cost = self.costs
+            return best_head_prefix(self.rates(), lambda k: cost.verify(k) + cost.draft(k), cost.verify(1), self.max_k)
         k = best_draft_length(self.rates(), self.costs, self.max_k)
         if k == 0 and not self.hopeless() and self._probe_due():
             return min(1, self.max_k)
         return k
 
-    def select(self, draft: Draft) -> Draft:
+    def select(self, draft: Draft, after_prefill: bool = False) -> Draft:
         """The nodes of a graded draft worth verifying; without `pooled` (the drafter does not
         declare grades) or without grades the draft is kept whole. Only deterministic drafts
         (q None) are cut by their grades: their tokens, and so their grades, are a function of
@@ -265,8 +294,8 @@ class AdaptiveDraftLength:
             return draft
         parents = draft.parents.tolist()
         cond = [self.grade_rate(g) for g in draft.grades.tolist()]
-        keep = best_nodes(parents, cond, self.costs, self.max_k)
-        if not keep and self._probe_due():
+        keep = best_nodes(parents, cond, self.costs, self.max_k, after_prefill)
+        if not keep and not after_prefill and self._probe_due():
             r = path_rates(parents, cond)
             keep = [max(range(len(r)), key=lambda v: (r[v], -v))]  # the likeliest node: a root child
         return draft.subtree(keep)
