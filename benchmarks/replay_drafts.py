@@ -67,6 +67,7 @@ class Tally:
     """Tokens and cost of the steps of one budget, per task; first-node acceptance per grade."""
 
     def __init__(self) -> None:
+        self.turns: dict[str, int] = defaultdict(int)
         self.tokens: dict[str, float] = defaultdict(float)
         self.cost: dict[str, float] = defaultdict(float)
         self.steps: dict[str, int] = defaultdict(int)
@@ -78,8 +79,9 @@ class Tally:
         self.steps[task] += 1
 
     def speedup(self, task: str | None = None) -> float:
+        """Over `ar`, whose turns cost a forward per token but the first (taken from the prefill)."""
         keys = [task] if task else list(self.tokens)
-        return sum(self.tokens[k] for k in keys) / sum(self.cost[k] for k in keys)
+        return sum(self.tokens[k] - self.turns[k] for k in keys) / sum(self.cost[k] for k in keys)
 
     def tau(self, task: str | None = None) -> float:
         keys = [task] if task else list(self.tokens)
@@ -90,14 +92,16 @@ def replay_turn(drafter: Drafter, policy: AdaptiveDraftLength | None, prompt: li
                 max_k: int, costs: CostModel, tally: Tally, task: str) -> None:
     """The decode loop of one turn with the target replaced by its recorded greedy output."""
     drafter.start(prompt)
+    tally.turns[task] += 1
     tokens, t, unit = list(prompt), 0, costs.verify(1)
     while t < len(output):
-        budget = min(max_k if policy is None else policy.budget(), len(output) - t - 1)
+        after_prefill = t == 0  # as in the decoder: the first step forwards only its draft
+        budget = min(max_k if policy is None else policy.budget(after_prefill), len(output) - t - 1)
         draft = Draft.empty()
         if budget > 0:
             draft = drafter.propose(DraftContext(tokens, budget, GREEDY, torch.Generator()))
         if policy is not None:
-            draft = policy.select(draft)
+            draft = policy.select(draft, after_prefill)
         path = accepted_path(draft, output[t:])
         if draft.grades is not None:
             for v in range(len(draft)):
@@ -108,7 +112,8 @@ def replay_turn(drafter: Drafter, policy: AdaptiveDraftLength | None, prompt: li
         if policy is not None:
             policy.observe(draft, path)
         n = len(path) + 1
-        tally.step(task, n, costs.verify(len(draft) + 1) / unit)
+        forwarded = len(draft) + (not after_prefill)
+        tally.step(task, n, costs.verify(forwarded) / unit if forwarded else 0.0)
         tokens += output[t : t + n]
         t += n
 
