@@ -151,8 +151,11 @@ def test_records_cover_every_turn_of_every_method(run: Path, tiny_dirs: tuple[Pa
         # model-free drafters report their tables; models and peers report none
         assert (r["drafter_state_bytes"] is not None) == r["method"].startswith("prompt-lookup"), r["method"]
         assert r["wall_s"] > 0 and r["finish_reason"] in ("eos", "length")
-        if Path("/proc/stat").exists():  # every turn says how much CPU the hypervisor took meanwhile
-            assert 0.0 <= r["cpu_steal"] <= 1.0
+        if Path("/proc/stat").exists():  # every turn says how much CPU the hypervisor took meanwhile,
+            if r["cpu_steal"] is None:  # unless it ended within a clock tick (10 ms) of /proc/stat
+                assert r["wall_s"] < 0.02
+            else:
+                assert 0.0 <= r["cpu_steal"] <= 1.0
         assert r["tokens_per_s"] == pytest.approx(r["new_tokens"] / r["wall_s"], rel=1e-3, abs=1e-3)
         outpace_method = not r["method"].startswith("hf-")
         assert (r["accepted_lengths"] is not None) == outpace_method
