@@ -111,3 +111,17 @@ outpace bench $COMMON --suite humaneval --per-task 10 \
 outpace bench --target qwen2.5-coder-1.5b --backend llama.cpp --dtype float32 --threads 2 \
   --draft-length 4 --per-task 5 --max-new-tokens 256 --temperature 0 \
   --methods "ar,llama-cpp-ar,prompt-lookup@adaptive,rest@adaptive" --out $R/prefill-head-5p-256t
+
+# 21. Step 20 with a verification budget of 16 nodes instead of 4: on a machine whose cost curve
+#     is steep for a few tokens and flat beyond 8 (AVX-512), only long drafts can pay
+outpace bench --target qwen2.5-coder-1.5b --backend llama.cpp --dtype float32 --threads 2 \
+  --draft-length 16 --per-task 5 --max-new-tokens 256 --temperature 0 \
+  --methods "ar,llama-cpp-ar,prompt-lookup@adaptive,rest@adaptive" --out $R/prefill-head-dl16-5p-256t
+
+# 22. Step 20 in three passes (about 45 minutes on the AVX-512 machine of steps 20-21), and
+# 23. step 19 (HumanEval, first 10 problems, 128 tokens) in three passes on the same code
+outpace bench --target qwen2.5-coder-1.5b --backend llama.cpp --dtype float32 --threads 2 \
+  --draft-length 4 --per-task 5 --max-new-tokens 256 --temperature 0 --repeats 3 \
+  --methods "ar,llama-cpp-ar,prompt-lookup@adaptive,rest@adaptive" --out $R/prefill-head-5p-256t-3r
+outpace bench $COMMON --suite humaneval --per-task 10 --repeats 3 \
+  --methods "ar,llama-cpp-ar,prompt-lookup@adaptive,rest@adaptive" --out $R/prefill-head-humaneval-10p-128t-3r
