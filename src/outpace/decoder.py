@@ -4,8 +4,9 @@ The prefill forwards the whole prompt, so the first step verifies its draft agai
 prefill's last logits row and forwards only the draft (nothing, without one), as llama.cpp's
 own generation takes its first token from the prefill; every later step forwards the last
 committed token (the root) with its draft. The loop owns the order of calls and the
-accounting; drafters, verifiers and backends own the rest. With no drafter it is plain autoregressive decoding through the very same forward path,
-which is the reference every speculative run is compared against.
+accounting; drafters, verifiers and backends own the rest. With no drafter it is plain
+autoregressive decoding through the very same forward path, which is the reference every
+speculative run is compared against.
 """
 
 from __future__ import annotations
