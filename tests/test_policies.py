@@ -86,7 +86,7 @@ def test_the_first_step_after_a_prefill_drafts_only_what_beats_its_free_token():
         policy.observe(chain(3), [0, 1, 2])
     assert policy.budget(after_prefill=True) == 3
     grading = AdaptiveDraftLength(cpu, max_k=3, probe_every=1, pooled=GradeCounts())
-    weak = graded([5, 6], [-1, 0], [1, 2])  # r = 2/3, 1/3: one node pays in a later step, none here
+    weak = graded([5, 6], [-1, 0], [1, 2])  # r = 2/3, 1/2: one node pays in a later step, none here
     assert len(grading.select(weak)) == 1 and len(grading.select(weak, after_prefill=True)) == 0
     strong = graded([5, 6, 7], [-1, 0, 1], [16, 16, 16])  # r = 0.94, 0.89, 0.84
     assert len(grading.select(strong, after_prefill=True)) == 3
