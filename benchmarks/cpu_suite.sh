@@ -132,3 +132,8 @@ outpace bench $COMMON --suite humaneval --per-task 10 --repeats 3 \
 outpace bench --target "$Q40" --backend llama.cpp --dtype float32 --threads 2 \
   --draft-length 4 --per-task 5 --max-new-tokens 256 --temperature 0 \
   --methods "ar,llama-cpp-ar,prompt-lookup@adaptive,rest@adaptive" --out $R/prefill-head-q4_0-5p-256t
+
+# 25. Step 24 in two more passes (about 23 minutes)
+outpace bench --target "$Q40" --backend llama.cpp --dtype float32 --threads 2 \
+  --draft-length 4 --per-task 5 --max-new-tokens 256 --temperature 0 --repeats 2 \
+  --methods "ar,llama-cpp-ar,prompt-lookup@adaptive,rest@adaptive" --out $R/prefill-head-q4_0-5p-256t-2r
