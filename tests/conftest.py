@@ -117,3 +117,25 @@ def root_path(tokens: list[int], parents: list[int], v: int) -> tuple[int, ...]:
         path.append(tokens[v])
         v = parents[v]
     return tuple(reversed(path))
+
+
+def check_forest(backend, prefix: list[int], tol: float) -> None:
+    """The decoder's first step after a prefill forwards its draft without a root token: every
+    node with parent -1 continues the cache directly. Each root's path must match its chain,
+    and keeping a later root's path must leave the cache as that chain would."""
+
+    def chain(seq: list[int]) -> torch.Tensor:  # [len(seq), vocab]
+        cache = backend.new_cache()
+        backend.forward(cache, torch.tensor(prefix))
+        return backend.forward(cache, torch.tensor(seq)).logits
+
+    tokens = [9, 2, 7, 8]
+    parents = torch.tensor([-1, -1, 1, 2])  # 9 and 2 continue the cache; 7 <- 2, 8 <- 7
+    cache = backend.new_cache()
+    backend.forward(cache, torch.tensor(prefix))
+    forest = backend.forward(cache, torch.tensor(tokens), parents).logits  # [4, vocab]
+    for path in ([0], [1, 2, 3]):
+        torch.testing.assert_close(forest[path], chain([tokens[i] for i in path]), atol=tol, rtol=tol)
+    backend.keep(cache, len(prefix), [1, 2])  # 2, then 7
+    after = backend.forward(cache, torch.tensor([11])).logits
+    torch.testing.assert_close(after, chain([2, 7, 11])[-1:], atol=tol, rtol=tol)

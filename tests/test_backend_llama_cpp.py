@@ -10,6 +10,7 @@ import torch
 
 pytest.importorskip("llama_cpp")
 
+from conftest import check_forest
 from stats import ALPHA, chi_square_pvalue
 from test_decoder import OracleDrafter
 from tiny_gguf import write_tiny_gguf
@@ -70,20 +71,7 @@ def test_tree_forward_matches_each_branch(gguf_target):
 
 
 def test_a_forest_attaches_every_root_to_the_cache_and_keeps_a_later_roots_path(gguf_target):
-    """The decoder's first step after a prefill forwards its draft without a root token: every
-    node with parent -1 continues the cache directly, each in its own scratch sequence."""
-    b = gguf_target
-    prefix, tokens = [1, 30, 31, 32], [9, 2, 7, 8]
-    parents = torch.tensor([-1, -1, 1, 2])  # 9 and 2 continue the cache; 7 <- 2, 8 <- 7
-    cache = b.new_cache()
-    b.forward(cache, torch.tensor(prefix))
-    forest = b.forward(cache, torch.tensor(tokens), parents).logits  # [4, vocab]
-    for path in ([0], [1, 2, 3]):
-        chain = chain_logits(b, prefix, [tokens[i] for i in path])
-        torch.testing.assert_close(forest[path], chain, atol=1e-3, rtol=1e-3)
-    b.keep(cache, len(prefix), [1, 2])  # 2, then 7
-    after = b.forward(cache, torch.tensor([11])).logits
-    torch.testing.assert_close(after, chain_logits(b, prefix + [2, 7], [11]), atol=1e-3, rtol=1e-3)
+    check_forest(gguf_target, [1, 30, 31, 32], tol=1e-3)
 
 
 def test_a_tree_larger_than_the_micro_batch_is_split_and_still_exact(tmp_path):

@@ -1,6 +1,7 @@
 """The torch backend's cache operations: tree forward, compaction, rollback."""
 
 import torch
+from conftest import check_forest
 
 from outpace.tree import with_root
 
@@ -57,18 +58,6 @@ def test_hidden_states_on_request(target):
     assert target.forward(target.new_cache(), torch.tensor([1])).hidden == {}
 
 
+
 def test_a_forest_attaches_every_root_to_the_cache_and_keeps_a_later_roots_path(target):
-    """The decoder's first step after a prefill forwards its draft without a root token: every
-    node with parent -1 continues the cache directly."""
-    prefix = [3, 1, 4, 1, 5]
-    tokens = [9, 2, 7, 8]
-    parents = torch.tensor([-1, -1, 1, 2])  # 9 and 2 continue the cache; 7 <- 2, 8 <- 7
-    cache = target.new_cache()
-    target.forward(cache, torch.tensor(prefix))
-    forest = target.forward(cache, torch.tensor(tokens), parents).logits  # [4, vocab]
-    for path in ([0], [1, 2, 3]):
-        chain = _chain_logits(target, prefix, [tokens[i] for i in path])
-        torch.testing.assert_close(forest[path], chain, atol=1e-5, rtol=1e-5)
-    target.keep(cache, len(prefix), [1, 2])  # 2, then 7
-    after = target.forward(cache, torch.tensor([11])).logits
-    torch.testing.assert_close(after, _chain_logits(target, prefix + [2, 7], [11]), atol=1e-5, rtol=1e-5)
+    check_forest(target, [3, 1, 4, 1, 5], tol=1e-5)
