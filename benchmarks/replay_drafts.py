@@ -124,6 +124,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     ap.add_argument("--drafters", default="prompt-lookup,rest", help=f"of {', '.join(DRAFTERS)}")
     ap.add_argument("--draft-length", type=int, default=4)
     ap.add_argument("--costs", default=DEFAULT_COSTS, help=f"k:cost of a forward over k tokens (default {DEFAULT_COSTS})")
+    ap.add_argument("--probe-every", type=int, default=AdaptiveDraftLength.probe_every,
+                    help="idle steps between probes of the cost-aware budgets (default %(default)s)")
     args = ap.parse_args(argv)
     config = read_config(args.run)
     if config is None:
@@ -146,7 +148,8 @@ def main(argv: Sequence[str] | None = None) -> None:
             prompt = prompt_ids(Encoder(), q, turn, answers)
             for budget, tally in tallies.items():
                 policy = None if budget == "fixed" else AdaptiveDraftLength(
-                    costs, args.draft_length, pooled=pooled if budget == "graded" else None)
+                    costs, args.draft_length, probe_every=args.probe_every,
+                    pooled=pooled if budget == "graded" else None)
                 replay_turn(DRAFTERS[name](), policy, prompt, list(rec.tokens), args.draft_length, costs, tally, q.task)
         tasks = list(tallies["fixed"].tokens)
         print(f"\n## {name} (draft length {args.draft_length}, costs {args.costs})\n")
