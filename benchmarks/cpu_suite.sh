@@ -137,3 +137,9 @@ outpace bench --target "$Q40" --backend llama.cpp --dtype float32 --threads 2 \
 outpace bench --target "$Q40" --backend llama.cpp --dtype float32 --threads 2 \
   --draft-length 4 --per-task 5 --max-new-tokens 256 --temperature 0 --repeats 2 \
   --methods "ar,llama-cpp-ar,prompt-lookup@adaptive,rest@adaptive" --out $R/prefill-head-q4_0-5p-256t-2r
+
+# 26. Step 23 (HumanEval, first 10 problems, 128 tokens, three passes) on the Q4_0 file of
+#     steps 24-25 (about 8 minutes on the AVX-512 machine)
+outpace bench --target "$Q40" --backend llama.cpp --threads 2 --dtype float32 --max-new-tokens 128 \
+  --draft-length 4 --suite humaneval --per-task 10 --repeats 3 \
+  --methods "ar,llama-cpp-ar,prompt-lookup@adaptive,rest@adaptive" --out $R/prefill-head-q4_0-humaneval-10p-128t-3r
