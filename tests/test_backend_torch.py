@@ -58,6 +58,5 @@ def test_hidden_states_on_request(target):
     assert target.forward(target.new_cache(), torch.tensor([1])).hidden == {}
 
 
-
 def test_a_forest_attaches_every_root_to_the_cache_and_keeps_a_later_roots_path(target):
     check_forest(target, [3, 1, 4, 1, 5], tol=1e-5)
