@@ -143,3 +143,10 @@ outpace bench --target "$Q40" --backend llama.cpp --dtype float32 --threads 2 \
 outpace bench --target "$Q40" --backend llama.cpp --threads 2 --dtype float32 --max-new-tokens 128 \
   --draft-length 4 --suite humaneval --per-task 10 --repeats 3 \
   --methods "ar,llama-cpp-ar,prompt-lookup@adaptive,rest@adaptive" --out $R/prefill-head-q4_0-humaneval-10p-128t-3r
+
+# 27. Does the policy know what a step costs? Belief against measured relative cost per task
+#     and forward size, for each graded drafter (3 minutes each), and what moves the relative
+#     cost (context, a parked sequence, time; 3 minutes)
+python benchmarks/cost_tracking.py --drafter prompt-lookup --per-task 3 --out $R/cost-tracking-prompt-lookup-epyc.json
+python benchmarks/cost_tracking.py --drafter rest --per-task 3 --out $R/cost-tracking-rest-epyc.json
+python benchmarks/cost_tracking.py --sweep --out $R/cost-sweep-epyc.json
