@@ -18,6 +18,19 @@ VOCAB = 48
 torch.set_num_threads(1)
 
 
+@pytest.fixture(autouse=True)
+def _restore_torch_threads():
+    """Put torch's thread count back after each test. The CLI tests run `outpace ...` in-process,
+    and the CLI sets threads for the whole process (all cores): left so, every later test in
+    that xdist worker ran on 2 OpenMP threads beside the other worker's, and the chi-square
+    tests' tiny ops, waiting at spinning OpenMP barriers on 2 oversubscribed cores, took up to
+    80x longer (a full run 555-849 s instead of 2 minutes, depending on the test order)."""
+    threads = torch.get_num_threads()
+    yield
+    if torch.get_num_threads() != threads:
+        torch.set_num_threads(threads)
+
+
 def tiny_model(seed: int = 0, vocab: int = VOCAB, arch: str = "llama", dtype=torch.float32, scale: float = 0.3):
     """A 2-layer random causal LM. `scale` is the init std: large enough for peaked logits, so
     argmaxes are not near-ties and greedy comparisons test the logic, not rounding."""
