@@ -156,7 +156,7 @@ def main(argv: Sequence[str] | None = None) -> None:
                     answers[turn + 1] = result.text
         print(f"[{i + 1}/{len(questions)}] {q.task} {q.question_id}", flush=True)
     table = belief_vs_measured(log, args.drafter, args.draft_length + 1)
-    tasks = task_order({q.task for q in questions})
+    tasks = task_order(q.task for q in questions)
     speed = {t: (decode[(t, args.drafter)][0] / decode[(t, args.drafter)][1])
              / (decode[(t, "ar")][0] / decode[(t, "ar")][1]) for t in tasks}
     print(f"\n| Task | {args.drafter}@adaptive decode speed / ar | n: forwards, belief -> measured relative cost |")
