@@ -100,6 +100,7 @@ def replay_turn(drafter: Drafter, policy: AdaptiveDraftLength | None, prompt: li
         draft = Draft.empty()
         if budget > 0:
             draft = drafter.propose(DraftContext(tokens, budget, GREEDY, torch.Generator()))
+        proposed = draft
         if policy is not None:
             draft = policy.select(draft, after_prefill)
         path = accepted_path(draft, output[t:])
@@ -111,6 +112,8 @@ def replay_turn(drafter: Drafter, policy: AdaptiveDraftLength | None, prompt: li
                     counts[1] += v in path
         if policy is not None:
             policy.observe(draft, path)
+            if len(proposed) and not len(draft):
+                policy.observe_unverified(proposed, output[t])
         n = len(path) + 1
         forwarded = len(draft) + (not after_prefill)
         tally.step(task, n, costs.verify(forwarded) / unit if forwarded else 0.0)

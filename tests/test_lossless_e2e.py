@@ -98,13 +98,14 @@ class GradedChainDrafter:
 
 
 def test_cutting_deterministic_drafts_by_their_grades_is_lossless(small_target):
-    """The cost-aware policy verifies a node of grade 0 (accepted 95% of the time, as far as it
-    knows) and drops grade 1 (5%): the verified part of each draft depends on the sampled past."""
+    """The cost-aware policy verifies a node of grade 1 (accepted 95% of the time, as far as it
+    knows) and drops grade 0 (5%): the verified part of each draft depends on the sampled past,
+    and so do the counts that drafts cut whole add (`observe_unverified`)."""
     from outpace.policies import CostModel, GradeCounts
 
     sampling = SamplingConfig(temperature=1.0)
     decoder = Decoder(small_target, None, GradedChainDrafter(), costs=CostModel({1: 1.0, 2: 1.6, 3: 2.2}, decay=1.0))
-    pool = GradeCounts(proposed={0: 1e9, 1: 1e9}, accepted={0: 0.95e9, 1: 0.05e9})
+    pool = GradeCounts(proposed={0: 1e9, 1: 1e9}, accepted={0: 0.05e9, 1: 0.95e9})
     counts: Counter = Counter()
     lengths: Counter = Counter()
     for seed in range(N):

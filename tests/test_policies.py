@@ -17,6 +17,7 @@ from outpace.policies import (
     chain_rates,
     expected_tokens,
     measure_costs,
+    monotone_rates,
     path_rates,
 )
 from outpace.types import Draft
@@ -255,7 +256,7 @@ def test_grade_counts_forget_beyond_their_memory():
     assert counts.rate(7, 0.5, 2.0) == 0.5  # an unseen grade: the prior
 
 
-def test_graded_policy_verifies_the_grades_that_pay_and_probes_the_rest():
+def test_graded_policy_verifies_the_grades_that_pay_and_watches_the_rest_for_free():
     costs = CostModel({1: 1.0, 2: 1.6, 3: 2.2, 5: 2.8}, decay=1.0)
     pooled = GradeCounts()
     policy = AdaptiveDraftLength(costs, max_k=4, probe_every=4, pooled=pooled)
@@ -271,10 +272,42 @@ def test_graded_policy_verifies_the_grades_that_pay_and_probes_the_rest():
         policy.observe(weak.subtree([0]), [])  # grade 1 never accepted
         policy.observe(strong, [0, 1])  # grades 3 and 4 always
     assert policy.grade_rate(1) < 0.2 and policy.grade_rate(3) > 0.9
-    assert [len(policy.select(weak)) for _ in range(4)] == [0, 0, 0, 1]  # a probe of one node
+    assert [len(policy.select(weak)) for _ in range(20)] == [0] * 20  # no probes: nothing verified
     assert policy.select(strong).tokens.tolist() == [5, 6]
     later = AdaptiveDraftLength(costs, max_k=4, pooled=pooled)  # the next request starts from the pool
     assert len(later.select(weak)) == 0 and len(later.select(strong)) == 2
+    # A cut draft is still evidence: its first node against the token the step committed.
+    for _ in range(30):
+        later.observe_unverified(weak, 5)
+    assert later.grade_rate(1) > 0.8 and later.select(weak).tokens.tolist()[:1] == [5]
+    later.observe_unverified(weak, 9)
+    assert 2 not in pooled.proposed  # only root children count: no parent of a deeper node was accepted
+
+
+def test_unverified_drafts_count_only_when_deterministic_and_graded():
+    policy = AdaptiveDraftLength(CostModel({1: 1.0, 2: 2.0}), max_k=4, pooled=GradeCounts())
+    policy.observe_unverified(graded([1, 2], [-1, 0], [0, 0], q=torch.full((2, 4), 0.25)), 1)
+    policy.observe_unverified(chain(2), 0)
+    assert not policy.pooled.proposed and not policy.graded.proposed
+    policy.observe_unverified(graded([1, 2, 3], [-1, -1, 0], [2, 5, 9]), 2)  # a tree: two root children
+    assert policy.graded.proposed == {2: 1.0, 5: 1.0} and policy.graded.accepted == {2: 0.0, 5: 1.0}
+
+
+def test_monotone_rates_pool_the_grades_that_break_the_order():
+    assert monotone_rates([0.1, 0.5, 0.9], [1, 1, 1]) == [0.1, 0.5, 0.9]
+    assert monotone_rates([0.9, 0.3], [3, 1]) == pytest.approx([0.75, 0.75])
+    assert monotone_rates([0.2, 0.9, 0.5, 0.4, 0.95], [1, 2, 1, 1, 1]) == pytest.approx([0.2, 0.675, 0.675, 0.675, 0.95])
+    assert monotone_rates([], []) == []
+
+
+def test_a_thinly_evidenced_grade_below_the_grades_under_it_is_tried_again():
+    """Three early failures of grade 5 would cut every chain after its grade-4 node for good;
+    ordered grades let grade 4's evidence carry it until its own says otherwise."""
+    pooled = GradeCounts(proposed={4: 50.0, 5: 3.0}, accepted={4: 48.0, 5: 0.0})
+    policy = AdaptiveDraftLength(CostModel({1: 1.0, 2: 1.6, 3: 2.0}, decay=1.0), max_k=2, pooled=pooled)
+    assert policy.grade_rate(5) < 0.4
+    assert policy.grade_rates(5)[5] == pytest.approx(policy.grade_rates(5)[4]) and policy.grade_rates(5)[5] > 0.85
+    assert len(policy.select(graded([7, 8], [-1, 0], [4, 5]))) == 2
 
 
 def test_only_deterministic_graded_drafts_are_cut():
@@ -301,3 +334,17 @@ def test_graded_drafters_stay_lossless_and_pool_their_grades(target, name):
         r = decoder.generate(prompt, cfg)
         assert r.tokens == ar
     assert decoder.grade_counts.proposed  # the second request started from the first one's counts
+
+
+def test_drafts_cut_whole_still_feed_the_pooled_grades(target):
+    from outpace.drafters.prompt_lookup import PromptLookupDrafter
+
+    prompt = [1, 2, 3, 4, 5, 1, 2, 3, 4, 5, 1, 2]
+    cfg = GenerationConfig(max_new_tokens=20, draft_length=4, adaptive=True)
+    ar = Decoder(target, None).generate(prompt, GenerationConfig(max_new_tokens=20)).tokens
+    decoder = Decoder(target, None, PromptLookupDrafter(), costs=CostModel({1: 1.0, 2: 50.0}, decay=1.0))
+    r = decoder.generate(prompt, cfg)
+    assert r.tokens == ar and not any(r.stats.proposed_lengths)  # nothing can pay: nothing verified
+    counts = decoder.grade_counts
+    assert sum(counts.proposed.values()) > 0  # yet every step's draft was judged by its next token
+    assert sum(counts.accepted.values()) <= sum(counts.proposed.values())

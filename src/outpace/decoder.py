@@ -186,7 +186,7 @@ class Decoder:
                     budget = min(wanted, cfg.max_new_tokens - produced - 1, target.max_context - len(tokens))
                     if budget > 0:
                         draft = drafter.propose(DraftContext(tokens, budget, cfg.sampling, rng))
-                drafted = len(draft)
+                drafted, proposed = len(draft), draft
                 if policy is not None:
                     draft = policy.select(draft, after_prefill)
                 t_draft = time.perf_counter()
@@ -196,6 +196,7 @@ class Decoder:
                 head = None
                 if drafter is not None and len(draft):
                     drafter.observe(draft, accepted, logits)
+                first = emitted[0]  # [draft tokens accepted..., the next token]: never empty
                 emitted, reason = self._finish(emitted, produced, cfg)
                 tokens += emitted
                 produced += len(emitted)
@@ -205,6 +206,8 @@ class Decoder:
                 step.other_s = time.perf_counter() - t_verify
                 if policy is not None:
                     policy.observe(draft, accepted.accepted)
+                    if drafted and not len(draft):
+                        policy.observe_unverified(proposed, first)
                     forwarded = len(draft) + (not after_prefill)
                     if forwarded:
                         policy.costs.observe_verify(forwarded, step.verify_s)

@@ -18,7 +18,14 @@ accepted given that its parent is, pooled over the decoder's requests and refine
 a node's r_v is the product of c along its path, and of the drafted tree the policy verifies the
 m nodes of highest r_v for the m that maximises E(m) / verify(m + 1) (the draft is already made).
 Before any evidence c_g is Laplace's rule of succession, (g + 1) / (g + 2): a node behind g
-matched tokens counts as a source that agreed with the context g times out of g.
+matched tokens counts as a source that agreed with the context g times out of g. Grades are
+ordered (more evidence is likelier, `GradesNodes`), so the estimates are made non-decreasing in g
+(`monotone_rates`): otherwise a few early failures of a grade put it below the grades under it,
+its nodes are never verified again, and nothing corrects it. Evidence costs nothing for a draft
+that is cut whole: the step commits a token drawn from the target's p at the root, and a draft
+token x is that token with chance p(x), the chance verification would have accepted x
+(`AdaptiveDraftLength.observe_unverified`). So a grade that does not pay is watched every step
+instead of by verifying a probe now and then.
 
 The first step after a prefill is different: the prefill computed the root's logits, so its next
 token is free and m nodes cost a forward of m tokens; it drafts only when the tokens it expects
@@ -197,6 +204,21 @@ def best_nodes(
     return sorted(order[:m])
 
 
+def monotone_rates(rates: Sequence[float], weights: Sequence[float]) -> list[float]:
+    """The non-decreasing sequence closest to `rates` in least squares weighted by `weights`
+    (isotonic regression by pooling adjacent violators, Barlow et al. 1972): each run of rates
+    that decreases is replaced by its weighted mean, so a well-evidenced rate moves little and a
+    thinly evidenced one that breaks the order is pulled to its neighbours."""
+    blocks: list[tuple[float, float, int]] = []  # (mean, weight, rates pooled)
+    for rate, weight in zip(rates, weights, strict=True):
+        mean, total, n = rate, weight, 1
+        while blocks and blocks[-1][0] > mean:
+            m, w, k = blocks.pop()
+            mean, total, n = (m * w + mean * total) / (w + total), w + total, n + k
+        blocks.append((mean, total, n))
+    return [mean for mean, _, n in blocks for _ in range(n)]
+
+
 @dataclass
 class GradeCounts:
     """Per grade: the weight of draft nodes verified while their parent was accepted (or sat at
@@ -232,7 +254,8 @@ class AdaptiveDraftLength:
     for max_k nodes every step and `select` keeps the ones whose grades pay. A grade's rate is
     this request's counts with the pooled rate as prior (worth `request_weight` observations);
     the pooled rate starts at `succession_prior` (worth `prior_weight`): a long match is tried at
-    once, a one-token match only where verifying one more token is cheap, else by a probe."""
+    once, a one-token match only where verifying one more token is cheap. Graded drafts are not
+    probed: a draft cut whole is evidence all the same (`observe_unverified`)."""
 
     costs: CostModel
     max_k: int
@@ -257,10 +280,18 @@ class AdaptiveDraftLength:
         return out
 
     def grade_rate(self, grade: int) -> float:
-        """c_g: the chance a node of this grade is accepted given its parent is."""
+        """c_g before the grades are put in order: the chance a node of this grade is accepted
+        given its parent is."""
         prior = succession_prior(grade)
         pooled = prior if self.pooled is None else self.pooled.rate(grade, prior, self.prior_weight)
         return self.graded.rate(grade, pooled, self.request_weight)
+
+    def grade_rates(self, top: int) -> list[float]:
+        """c_g for g in 0..top, non-decreasing in g (`monotone_rates`), each weighted by the
+        evidence behind it: the prior's weight and the nodes of that grade counted so far."""
+        counts = self.graded if self.pooled is None else self.pooled  # the pool holds this request's too
+        weights = [self.prior_weight + counts.proposed.get(g, 0.0) for g in range(top + 1)]
+        return monotone_rates([self.grade_rate(g) for g in range(top + 1)], weights)
 
     def hopeless(self) -> bool:
         """True when even a drafter that is always right could not pay for itself at these
@@ -292,12 +323,9 @@ class AdaptiveDraftLength:
         what was sampled would bias it."""
         if self.pooled is None or draft.grades is None or draft.q is not None or not len(draft):
             return draft
-        parents = draft.parents.tolist()
-        cond = [self.grade_rate(g) for g in draft.grades.tolist()]
-        keep = best_nodes(parents, cond, self.costs, self.max_k, after_prefill)
-        if not keep and not after_prefill and self._probe_due():
-            r = path_rates(parents, cond)
-            keep = [max(range(len(r)), key=lambda v: (r[v], -v))]  # the likeliest node: a root child
+        grades = draft.grades.tolist()
+        c = self.grade_rates(max(grades + list(self.pooled.proposed)))
+        keep = best_nodes(draft.parents.tolist(), [c[g] for g in grades], self.costs, self.max_k, after_prefill)
         return draft.subtree(keep)
 
     def _probe_due(self) -> bool:
@@ -328,9 +356,26 @@ class AdaptiveDraftLength:
             on_path = set(accepted_nodes)
             for v, (p, g) in enumerate(zip(draft.parents.tolist(), draft.grades.tolist())):
                 if p < 0 or p in on_path:
-                    for counts in (self.graded, self.pooled):
-                        if counts is not None:
-                            counts.add(g, v in on_path)
+                    self._count(g, v in on_path)
+
+    def observe_unverified(self, draft: Draft, token: int) -> None:
+        """A step verified none of `draft` (`select` cut it whole) and committed `token`, drawn
+        from the target's p at the root (greedy: its argmax). Verification would have accepted a
+        root child x of a deterministic draft with chance p(x) (speculative sampling with q the
+        point mass on x: min(1, p(x) / 1)), and [token == x] has that expectation: evidence for
+        x's grade at no cost, unbiased at any temperature. (A tree's later siblings are verified
+        against the residual once the first is rejected; for them this is exact under greedy
+        decoding only.) Drafts without grades, or sampled ones (q), are ignored as in `select`."""
+        if draft.grades is None or draft.q is not None:
+            return
+        for v, (p, g) in enumerate(zip(draft.parents.tolist(), draft.grades.tolist())):
+            if p < 0:
+                self._count(g, int(draft.tokens[v]) == token)
+
+    def _count(self, grade: int, accepted: bool) -> None:
+        for counts in (self.graded, self.pooled):
+            if counts is not None:
+                counts.add(grade, accepted)
 
 
 PROFILE_VERSION = "v2"  # in the cached profile's name: profiles measured another way are not reused
