@@ -204,6 +204,29 @@ def test_peer_comparison_per_task_overall_and_best_method() -> None:
     assert "| `ar` | 1.00x | 1.00x | 1.00x | 4.00x |" in text
 
 
+def test_peer_comparison_on_turns_of_equal_length() -> None:
+    """Prompt 2's answers diverge: 2 tokens for `m` against 8 for the peer, which makes `m` read
+    slower there (prefill counted) although both decode at one token per 0.25 s."""
+    from outpace.bench.config import RunConfig
+    from outpace.bench.metrics import equal_length
+    from outpace.bench.report import peer_comparisons, peer_section
+
+    config = RunConfig(target="t", methods=("ar", "m", "llama-cpp-ar"))
+    recs = [rec("llama-cpp-ar", "1", wall=1.0), rec("llama-cpp-ar", "2", tokens=(1,) * 8, wall=2.5),
+            rec("ar", "1", wall=1.0), rec("ar", "2", tokens=(1,) * 8, wall=2.5),
+            rec("m", "1", wall=0.5), rec("m", "2", tokens=(1, 2), wall=1.0)]
+    mine, peer = equal_length([r for r in recs if r.method == "m"], [r for r in recs if r.method == "llama-cpp-ar"])
+    assert [r.question_id for r in mine] == [r.question_id for r in peer] == ["1"]
+    (lcpp,) = peer_comparisons(config, recs)
+    assert lcpp.overall["m"].median == pytest.approx((8 + 2) / (4 + 3.2))  # every turn both ran
+    assert lcpp.equal_overall["m"].median == pytest.approx(2.0) and lcpp.equal_turns["m"] == (1, 2)
+    assert lcpp.equal_overall["ar"].median == pytest.approx(1.0) and lcpp.equal_turns["ar"] == (2, 2)
+    text = "\n".join(peer_section([lcpp], ["qa"]))
+    assert "as many new tokens" in text and "| `m` | 2.00x | 2.00x | 1/2 |" in text
+    same = [r for r in recs if r.question_id == "1"]
+    assert "as many new tokens" not in "\n".join(peer_section(peer_comparisons(config, same), ["qa"]))
+
+
 def test_peer_comparison_says_plainly_when_slower() -> None:
     from outpace.bench.config import RunConfig
     from outpace.bench.report import peer_comparisons, peer_section

@@ -86,6 +86,17 @@ def aligned(a: Sequence[TurnRecord], b: Sequence[TurnRecord]) -> tuple[list[Turn
     return [r for r in a if turn_key(r) in common], [r for r in b if turn_key(r) in common]
 
 
+def equal_length(a: Sequence[TurnRecord], b: Sequence[TurnRecord]) -> tuple[list[TurnRecord], list[TurnRecord]]:
+    """`aligned`, further restricted to the turns where both produced as many new tokens. Engines
+    whose outputs diverge (a batched forward and one-token forwards round differently) can stop
+    at different lengths, and since a prompt's tokens/s counts its prefill, a turn that answers
+    in 7 tokens instead of 22 looks slower for it: on these turns only speed is compared."""
+    a, b = aligned(a, b)
+    lengths = {turn_key(r): r.new_tokens for r in b}
+    same = {turn_key(r) for r in a if lengths[turn_key(r)] == r.new_tokens}
+    return [r for r in a if turn_key(r) in same], [r for r in b if turn_key(r) in same]
+
+
 def prompt_speeds(records: Iterable[TurnRecord]) -> dict[tuple[str, int], float]:
     """Tokens/s of each (prompt, repeat): its turns' new tokens over their wall time."""
     tokens: dict[tuple[str, int], int] = defaultdict(int)
@@ -104,9 +115,10 @@ def speeds_by_repeat(records: Iterable[TurnRecord]) -> dict[int, float]:
     return {r: statistics.fmean(v) for r, v in sorted(per_repeat.items())}
 
 
-def speedups(method: Sequence[TurnRecord], baseline: Sequence[TurnRecord]) -> list[float]:
-    """Speedup of `method` over `baseline` per repeat, on the turns both have."""
-    m, b = aligned(method, baseline)
+def speedups(method: Sequence[TurnRecord], baseline: Sequence[TurnRecord], same_length: bool = False) -> list[float]:
+    """Speedup of `method` over `baseline` per repeat, on the turns both have (`same_length`: of
+    those, the turns where both produced as many tokens, `equal_length`)."""
+    m, b = (equal_length if same_length else aligned)(method, baseline)
     ms, bs = speeds_by_repeat(m), speeds_by_repeat(b)
     return [ms[r] / bs[r] for r in sorted(ms) if r in bs and bs[r] > 0]
 

@@ -10,7 +10,7 @@ import json
 import shlex
 import statistics
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -56,10 +56,12 @@ class MethodRow:
     steal: Spread | None = None  # CPU share stolen by the hypervisor during each turn
 
 
-def task_speedups(mine: Sequence[TurnRecord], base: Sequence[TurnRecord], tasks: Sequence[str]) -> dict[str, Spread | None]:
-    """Speedup of `mine` over `base` within each task, on the turns both ran."""
-    return {t: metrics.spread(metrics.speedups([r for r in mine if r.task == t], [r for r in base if r.task == t]))
-            for t in tasks}
+def task_speedups(mine: Sequence[TurnRecord], base: Sequence[TurnRecord], tasks: Sequence[str],
+                  same_length: bool = False) -> dict[str, Spread | None]:
+    """Speedup of `mine` over `base` within each task, on the turns both ran (`same_length`: and
+    produced as many tokens in)."""
+    return {t: metrics.spread(metrics.speedups([r for r in mine if r.task == t], [r for r in base if r.task == t],
+                                               same_length)) for t in tasks}
 
 
 def summarize(config: RunConfig, recs: Sequence[TurnRecord], profile: CostProfile | None) -> tuple[list[MethodRow], list[str], str]:
@@ -100,6 +102,11 @@ class PeerComparison:
     peer: str
     task_speedups: dict[str, dict[str, Spread | None]]  # method -> task -> speedup
     overall: dict[str, Spread | None]  # method -> speedup
+    # The same on the turns where both produced as many tokens (`metrics.equal_length`), and
+    # method -> (those turns, turns both ran).
+    equal_task_speedups: dict[str, dict[str, Spread | None]] = field(default_factory=dict)
+    equal_overall: dict[str, Spread | None] = field(default_factory=dict)
+    equal_turns: dict[str, tuple[int, int]] = field(default_factory=dict)
 
 
 def peer_comparisons(config: RunConfig, recs: Sequence[TurnRecord]) -> list[PeerComparison]:
@@ -110,9 +117,13 @@ def peer_comparisons(config: RunConfig, recs: Sequence[TurnRecord]) -> list[Peer
     out = []
     for peer in (p for p in HEADLINE_PEERS if p in by_method):
         base = by_method[peer]
-        per_task = {m: task_speedups(by_method[m], base, tasks) for m in ours}
-        out.append(PeerComparison(peer, per_task, {m: metrics.spread(metrics.speedups(by_method[m], base))
-                                                   for m in ours}))
+        out.append(PeerComparison(
+            peer, {m: task_speedups(by_method[m], base, tasks) for m in ours},
+            {m: metrics.spread(metrics.speedups(by_method[m], base)) for m in ours},
+            {m: task_speedups(by_method[m], base, tasks, same_length=True) for m in ours},
+            {m: metrics.spread(metrics.speedups(by_method[m], base, same_length=True)) for m in ours},
+            {m: (len(metrics.equal_length(by_method[m], base)[0]), len(metrics.aligned(by_method[m], base)[0]))
+             for m in ours}))
     return out
 
 
@@ -223,6 +234,15 @@ def peer_section(comparisons: Sequence[PeerComparison], tasks: Sequence[str]) ->
              *(fmt_spread(c.overall.get(m)) for c in others)] for m, s in first.overall.items()]
     out += ["", (f"Speedup of each outpace method over the peer (tokens/s as in the table above, on the turns "
                  f"both ran); per task against `{first.peer}`."), "", _table(header, body, "r")]
+    if any(same < both for same, both in first.equal_turns.values()):
+        header = ["Method", *(TASK_TITLES.get(t, t) for t in tasks), f"Overall vs `{first.peer}`", "Turns"]
+        body = [[f"`{m}`", *(fmt_spread(first.equal_task_speedups[m][t]) for t in tasks),
+                 fmt_spread(first.equal_overall.get(m)), "{}/{}".format(*first.equal_turns[m])]
+                for m in first.overall]
+        out += ["", (f"The same on the turns where the method and `{first.peer}` produced as many new tokens. Their "
+                     "outputs can diverge (different kernels round differently) and stop at different lengths, and "
+                     "tokens/s counts the prefill, so a shorter answer to the same prompt reads as slower; these "
+                     "turns compare speed alone."), "", _table(header, body, "r")]
     return out
 
 
