@@ -150,3 +150,20 @@ outpace bench --target "$Q40" --backend llama.cpp --threads 2 --dtype float32 --
 python benchmarks/cost_tracking.py --drafter prompt-lookup --per-task 3 --out $R/cost-tracking-prompt-lookup-epyc.json
 python benchmarks/cost_tracking.py --drafter rest --per-task 3 --out $R/cost-tracking-rest-epyc.json
 python benchmarks/cost_tracking.py --sweep --out $R/cost-sweep-epyc.json
+
+# 28. Steps 22 and 23 again after graded budgets stopped probing: drafts cut whole are judged
+#     against the committed token, and grade rates are kept in order (about 40 + 6 minutes on
+#     the AVX-512 machine), then steps 25 and 26 on the Q4_0 file (about 24 + 8 minutes). The
+#     reports also compare on the turns of equal length.
+python benchmarks/replay_drafts.py $R/prefill-head-5p-256t-3r --costs 1:1,2:1.9,3:2.5,4:3.0,5:3.7
+outpace bench --target qwen2.5-coder-1.5b --backend llama.cpp --dtype float32 --threads 2 \
+  --draft-length 4 --per-task 5 --max-new-tokens 256 --temperature 0 --repeats 3 \
+  --methods "ar,llama-cpp-ar,prompt-lookup@adaptive,rest@adaptive" --out $R/free-evidence-5p-256t-3r
+outpace bench $COMMON --suite humaneval --per-task 10 --repeats 3 \
+  --methods "ar,llama-cpp-ar,prompt-lookup@adaptive,rest@adaptive" --out $R/free-evidence-humaneval-10p-128t-3r
+outpace bench --target "$Q40" --backend llama.cpp --dtype float32 --threads 2 \
+  --draft-length 4 --per-task 5 --max-new-tokens 256 --temperature 0 --repeats 2 \
+  --methods "ar,llama-cpp-ar,prompt-lookup@adaptive,rest@adaptive" --out $R/free-evidence-q4_0-5p-256t-2r
+outpace bench --target "$Q40" --backend llama.cpp --threads 2 --dtype float32 --max-new-tokens 128 \
+  --draft-length 4 --suite humaneval --per-task 10 --repeats 3 \
+  --methods "ar,llama-cpp-ar,prompt-lookup@adaptive,rest@adaptive" --out $R/free-evidence-q4_0-humaneval-10p-128t-3r
