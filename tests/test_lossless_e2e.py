@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections import Counter
 
+import pytest
 import torch
 from stats import ALPHA, chi_square_pvalue
 
@@ -97,15 +98,18 @@ class GradedChainDrafter:
         pass
 
 
-def test_cutting_deterministic_drafts_by_their_grades_is_lossless(small_target):
+@pytest.mark.parametrize(("evidence", "costs"), [(1e9, {1: 1.0, 2: 1.6, 3: 2.2}), (2.0, {1: 1.0, 2: 1.15, 3: 1.3})],
+                         ids=["settled", "thin"])
+def test_cutting_deterministic_drafts_by_their_grades_is_lossless(small_target, evidence, costs):
     """The cost-aware policy verifies a node of grade 1 (accepted 95% of the time, as far as it
-    knows) and drops grade 0 (5%): the verified part of each draft depends on the sampled past,
-    and so do the counts that drafts cut whole add (`observe_unverified`)."""
+    knows) and drops grade 0 (5%): the verified part of each draft depends on the sampled past.
+    With thin evidence the counts that each step adds, verified or cut whole
+    (`observe_unverified`, judged by the sampled token), move the next step's choice too."""
     from outpace.policies import CostModel, GradeCounts
 
     sampling = SamplingConfig(temperature=1.0)
-    decoder = Decoder(small_target, None, GradedChainDrafter(), costs=CostModel({1: 1.0, 2: 1.6, 3: 2.2}, decay=1.0))
-    pool = GradeCounts(proposed={0: 1e9, 1: 1e9}, accepted={0: 0.05e9, 1: 0.95e9})
+    decoder = Decoder(small_target, None, GradedChainDrafter(), costs=CostModel(costs, decay=1.0))
+    pool = GradeCounts(proposed={0: evidence, 1: evidence}, accepted={0: 0.05 * evidence, 1: 0.95 * evidence})
     counts: Counter = Counter()
     lengths: Counter = Counter()
     for seed in range(N):
