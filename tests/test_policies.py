@@ -240,7 +240,8 @@ def test_subtree_renumbers_nodes_and_keeps_their_rows():
     sub = draft.subtree([0, 2, 3])
     assert sub.tokens.tolist() == [5, 7, 8] and sub.parents.tolist() == [-1, 0, 1]
     assert sub.grades.tolist() == [1, 3, 4] and torch.equal(sub.q, q[[0, 2, 3]])
-    assert len(draft.subtree([])) == 0
+    assert len(draft.subtree([])) == 0 and draft.subtree([]).q.shape == (0, q.shape[1])
+    assert draft.subtree([]).grades.tolist() == [] and draft.subtree(list(range(len(draft)))) is draft
     with pytest.raises(ValueError, match="drops the parent"):
         draft.subtree([0, 3])  # node 3's parent is node 2
 

@@ -19,10 +19,10 @@ def validate_parents(parents: torch.Tensor) -> None:
 
 def depths(parents: torch.Tensor) -> torch.Tensor:
     """Depth of each node: 1 for children of the root. parents: [n] -> [n] int64."""
-    out = torch.zeros_like(parents)
-    for i, p in enumerate(parents.tolist()):
-        out[i] = 1 if p < 0 else out[p] + 1
-    return out
+    out: list[int] = []  # a list, not tensor writes: this runs on every drafting step
+    for p in parents.tolist():
+        out.append(1 if p < 0 else out[p] + 1)
+    return torch.tensor(out, dtype=torch.long)
 
 
 def ancestor_mask(parents: torch.Tensor) -> torch.Tensor:

@@ -52,6 +52,11 @@ class Draft:
     def subtree(self, keep: list[int]) -> Draft:
         """The draft of the nodes `keep` (ascending, and holding every kept node's parent),
         renumbered in the same order; q and grades rows follow their nodes."""
+        if keep == list(range(len(self))):
+            return self  # the common cases (kept whole, or cut whole) skip the index arithmetic
+        if not keep:
+            return Draft(self.tokens[:0], self.parents[:0], None if self.q is None else self.q[:0],
+                         None if self.grades is None else self.grades[:0])
         idx = torch.tensor(keep, dtype=torch.long)  # [m]
         new_id = torch.full((len(self) + 1,), -1, dtype=torch.long)  # slot 0 stands for the root
         new_id[idx + 1] = torch.arange(len(keep))
