@@ -167,3 +167,7 @@ outpace bench --target "$Q40" --backend llama.cpp --dtype float32 --threads 2 \
 outpace bench --target "$Q40" --backend llama.cpp --threads 2 --dtype float32 --max-new-tokens 128 \
   --draft-length 4 --suite humaneval --per-task 10 --repeats 3 \
   --methods "ar,llama-cpp-ar,prompt-lookup@adaptive,rest@adaptive" --out $R/free-evidence-q4_0-humaneval-10p-128t-3r
+# ... and the 35 turns in two more passes after the drafting-cost fix (d443828, about 27 minutes)
+outpace bench --target qwen2.5-coder-1.5b --backend llama.cpp --dtype float32 --threads 2 \
+  --draft-length 4 --per-task 5 --max-new-tokens 256 --temperature 0 --repeats 2 \
+  --methods "ar,llama-cpp-ar,prompt-lookup@adaptive,rest@adaptive" --out $R/free-evidence-5p-256t-2r-d443828
