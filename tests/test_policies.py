@@ -260,7 +260,7 @@ def test_grade_counts_forget_beyond_their_memory():
 def test_graded_policy_verifies_the_grades_that_pay_and_watches_the_rest_for_free():
     costs = CostModel({1: 1.0, 2: 1.6, 3: 2.2, 5: 2.8}, decay=1.0)
     pooled = GradeCounts()
-    policy = AdaptiveDraftLength(costs, max_k=4, probe_every=4, pooled=pooled)
+    policy = AdaptiveDraftLength(costs, max_k=4, probe_every=4, pooled=pooled)  # probe_every: ignored when graded
     assert policy.budget() == 4  # graded: draft everything, select what pays
     weak, strong = graded([5, 6, 7, 8], [-1, 0, 1, 2], [1, 2, 3, 4]), graded([5, 6], [-1, 0], [3, 4])
     # Every grade is new: c_g = (g + 1) / (g + 2), so r = 2/3, 1/2, 2/5, 1/3 down the chain;
